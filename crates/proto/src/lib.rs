@@ -1,0 +1,38 @@
+//! The chat cluster's wire protocol, free of I/O.
+//!
+//! Everything a transport and a client need to speak to the chat service
+//! lives here, and none of it touches a socket, so the same code serves the
+//! tokio transport, the mio transport, the terminal client, the load
+//! generator and the tests:
+//!
+//! - [`message`]: the typed requests ([`Request`]) and server messages
+//!   ([`ServerMsg`]) that the service deals in, with the protocol's message
+//!   ids ([`MsgId`]) and error codes ([`ErrorCode`]);
+//! - [`frame`]: an incremental [`FrameDecoder`] that finds frame boundaries
+//!   in the two framings a server accepts (length-prefixed and a bare JSON
+//!   stream), and [`encode_frame`] for the way back;
+//! - [`codec`]: the [`Codec`] trait that turns a frame's payload into a
+//!   message and back, with the JSON implementation [`JsonCodec`].
+//!
+//! ```
+//! use chat_proto::{Codec, FrameDecoder, Framing, JsonCodec, Request};
+//! use bytes::BytesMut;
+//!
+//! let mut decoder = FrameDecoder::new(64 * 1024);
+//! let mut input = BytesMut::from(&b"{\"msgid\":15}\0{\"msgid\":15}"[..]);
+//! let mut requests = Vec::new();
+//! while let Some(frame) = decoder.decode(&mut input) {
+//!     let payload = frame.expect("well-formed input");
+//!     requests.push(JsonCodec.decode_request(&payload).expect("a ping"));
+//! }
+//! assert_eq!(requests, vec![Request::Ping, Request::Ping]);
+//! assert_eq!(decoder.framing(), Some(Framing::Stream));
+//! ```
+
+pub mod codec;
+pub mod frame;
+pub mod message;
+
+pub use codec::{Codec, DecodeError, JsonCodec};
+pub use frame::{encode_frame, FrameDecoder, FrameError, Framing};
+pub use message::*;
