@@ -11,6 +11,8 @@
 //! - [`frame`]: an incremental [`FrameDecoder`] that finds frame boundaries
 //!   in the two framings a server accepts (length-prefixed and a bare JSON
 //!   stream), and [`encode_frame`] for the way back;
+//! - [`wire`]: a server connection's [`ServerWire`], which combines the two
+//!   so that every transport treats bytes, and malformed ones, alike;
 //! - [`codec`]: the [`Codec`] trait that turns a frame's payload into a
 //!   message and back, with the JSON implementation [`JsonCodec`].
 //!
@@ -32,7 +34,9 @@
 pub mod codec;
 pub mod frame;
 pub mod message;
+pub mod wire;
 
 pub use codec::{Codec, DecodeError, JsonCodec};
 pub use frame::{encode_frame, FrameDecoder, FrameError, Framing};
 pub use message::*;
+pub use wire::{CodecKind, Format, Incoming, ServerWire};

@@ -15,10 +15,18 @@
 
 pub mod bus;
 pub mod outbound;
+mod password;
+mod service;
 pub mod store;
+#[cfg(feature = "store-suite")]
+pub mod store_suite;
 
 pub use bus::{Bus, BusError, Inbound, Notice};
 pub use outbound::Outbound;
+pub use password::PasswordCost;
+pub use service::{
+    ChatService, Connection, ServiceConfig, MAX_DESC_CHARS, MAX_NAME_CHARS, MAX_PASSWORD_BYTES,
+};
 pub use store::{
     GroupRecord, GroupWithMembers, MemberRecord, OfflineRecord, Store, StoreError, UserRecord,
 };

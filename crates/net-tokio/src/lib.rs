@@ -1,0 +1,274 @@
+//! The tokio transport: sockets in, the chat service in the middle.
+//!
+//! [`serve`] accepts connections and gives each two tasks: a reader that
+//! cuts bytes into requests with [`chat_proto::ServerWire`] and hands them
+//! to the service in order, and a writer that drains the connection's
+//! bounded outbound queue into the socket, batching what has piled up.
+//!
+//! Limits that keep one client from hurting the others:
+//!
+//! - a frame longer than [`TransportConfig::max_frame`] gets an error reply
+//!   and the connection is closed;
+//! - a client that stops reading fills its queue of
+//!   [`TransportConfig::outbound_queue`] messages and is disconnected (what
+//!   could not be queued is kept offline by the service), so memory stays
+//!   bounded;
+//! - a client silent for [`TransportConfig::idle_timeout`] is disconnected
+//!   and logged out;
+//! - an idle connection holds no read buffer: bytes are read into a
+//!   per-thread scratch buffer and only a partial frame is kept.
+
+use std::cell::RefCell;
+use std::io;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use chat_proto::{Format, Incoming, ServerMsg, ServerWire};
+use chat_service::{ChatService, Connection, Outbound};
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+/// Limits of the transport.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// Longest frame accepted, in bytes.
+    pub max_frame: usize,
+    /// Messages that may wait for a slow client before it is disconnected.
+    pub outbound_queue: usize,
+    /// How long a client may stay silent (no request, no ping).
+    pub idle_timeout: Duration,
+    /// How long closing connections get to flush at shutdown.
+    pub drain_timeout: Duration,
+}
+
+impl Default for TransportConfig {
+    fn default() -> TransportConfig {
+        TransportConfig {
+            max_frame: 64 * 1024,
+            outbound_queue: 1024,
+            idle_timeout: Duration::from_secs(90),
+            drain_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Serves connections from `listener` until `shutdown` is cancelled, then
+/// closes every connection (logging its user out) and returns.
+pub async fn serve(
+    listener: TcpListener,
+    service: ChatService,
+    config: TransportConfig,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let tracker = TaskTracker::new();
+    let config = Arc::new(config);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Running out of file descriptors is the usual cause:
+                    // wait a moment instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = ConnectionTask {
+            service: service.clone(),
+            config: config.clone(),
+            token: shutdown.child_token(),
+        };
+        tracker.spawn(connection.run(stream).instrument(info_span!("conn", %peer)));
+    }
+    drop(listener);
+    tracker.close();
+    info!(connections = tracker.len(), "closing connections");
+    tracker.wait().await;
+    Ok(())
+}
+
+struct ConnectionTask {
+    service: ChatService,
+    config: Arc<TransportConfig>,
+    token: CancellationToken,
+}
+
+/// The service's handle on a connection's outbound queue.
+struct QueueOutbound {
+    queue: mpsc::Sender<ServerMsg>,
+    token: CancellationToken,
+}
+
+impl Outbound for QueueOutbound {
+    fn send(&self, msg: ServerMsg) -> bool {
+        match self.queue.try_send(msg) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                warn!("client does not read its messages: disconnecting it");
+                self.token.cancel();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+thread_local! {
+    /// Where reads land first, so an idle connection holds no buffer.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; 64 * 1024].into_boxed_slice());
+}
+
+impl ConnectionTask {
+    async fn run(self, stream: TcpStream) {
+        debug!("connected");
+        let (reader, writer) = stream.into_split();
+        let (queue, outgoing) = mpsc::channel(self.config.outbound_queue);
+        let format = Arc::new(OnceLock::new());
+        let outbound = Arc::new(QueueOutbound {
+            queue,
+            token: self.token.clone(),
+        });
+        let writing = tokio::spawn(
+            write_loop(
+                writer,
+                outgoing,
+                format.clone(),
+                self.token.clone(),
+                self.config.drain_timeout,
+            )
+            .in_current_span(),
+        );
+
+        let mut connection = self.service.connect(outbound.clone());
+        let end = self
+            .read_loop(reader, &mut connection, &outbound, &format)
+            .await;
+        debug!(reason = end, "connection ends");
+        connection.close().await;
+
+        // The session is over, so nothing more will be queued: the writer
+        // flushes what is there and ends.
+        self.token.cancel();
+        drop(outbound);
+        let _ = writing.await;
+    }
+
+    async fn read_loop(
+        &self,
+        reader: OwnedReadHalf,
+        connection: &mut Connection,
+        outbound: &Arc<QueueOutbound>,
+        format: &OnceLock<Format>,
+    ) -> &'static str {
+        let mut wire = ServerWire::new(self.config.max_frame);
+        let mut buf = BytesMut::new();
+        loop {
+            tokio::select! {
+                _ = self.token.cancelled() => return "closed by the server",
+                ready = tokio::time::timeout(self.config.idle_timeout, reader.readable()) => match ready {
+                    Err(_) => return "silent past the idle timeout",
+                    Ok(Err(_)) => return "read error",
+                    Ok(Ok(())) => {}
+                },
+            }
+            match read_into(&reader, &mut buf) {
+                Ok(0) => return "closed by the client",
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(_) => return "read error",
+            }
+            while let Some(incoming) = wire.next(&mut buf) {
+                if let Some(f) = wire.format() {
+                    format.get_or_init(|| f);
+                }
+                match incoming {
+                    Incoming::Request(request) => connection.handle(request).await,
+                    Incoming::Refused(reply) => {
+                        warn!(?reply, "malformed request");
+                        outbound.send(reply);
+                    }
+                    Incoming::Fatal(reply) => {
+                        warn!(?reply, "unreadable input: closing the connection");
+                        outbound.send(reply);
+                        return "unreadable input";
+                    }
+                }
+                if self.token.is_cancelled() {
+                    return "closed by the server";
+                }
+            }
+            if buf.is_empty() && buf.capacity() > 0 {
+                buf = BytesMut::new();
+            }
+        }
+    }
+}
+
+/// Reads what the socket has through the scratch buffer, keeping only the
+/// bytes read in `buf`.
+fn read_into(reader: &OwnedReadHalf, buf: &mut BytesMut) -> io::Result<usize> {
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let n = reader.try_read(&mut scratch)?;
+        buf.extend_from_slice(&scratch[..n]);
+        Ok(n)
+    })
+}
+
+async fn write_loop(
+    mut writer: OwnedWriteHalf,
+    mut outgoing: mpsc::Receiver<ServerMsg>,
+    format: Arc<OnceLock<Format>>,
+    token: CancellationToken,
+    drain_timeout: Duration,
+) {
+    let mut out = BytesMut::new();
+    loop {
+        let msg = tokio::select! {
+            biased;
+            msg = outgoing.recv() => match msg {
+                Some(msg) => msg,
+                None => break,
+            },
+            _ = token.cancelled() => break,
+        };
+        let format = format.get().copied().unwrap_or_default();
+        format.encode(&msg, &mut out);
+        while out.len() < 64 * 1024 {
+            match outgoing.try_recv() {
+                Ok(msg) => format.encode(&msg, &mut out),
+                Err(_) => break,
+            }
+        }
+        if writer.write_all(&out).await.is_err() {
+            token.cancel();
+            return;
+        }
+        out.clear();
+        if out.capacity() > 64 * 1024 {
+            out = BytesMut::new();
+        }
+    }
+
+    // Closing: what is already queued (an error reply, the last
+    // deliveries) still goes out, within a bounded time.
+    let format = format.get().copied().unwrap_or_default();
+    while let Ok(msg) = outgoing.try_recv() {
+        format.encode(&msg, &mut out);
+    }
+    let flush = async {
+        writer.write_all(&out).await?;
+        writer.shutdown().await
+    };
+    let _ = tokio::time::timeout(drain_timeout, flush).await;
+}

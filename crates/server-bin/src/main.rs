@@ -1,0 +1,122 @@
+//! `chat-server`: reads the configuration, builds the layers it names
+//! (transport, store, bus) from those compiled in, and runs until SIGINT or
+//! SIGTERM, then logs everyone out and exits.
+//!
+//! This file is glue on purpose: every rule lives in `chat-service`, every
+//! byte in `chat-proto` and the transports.
+
+mod config;
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use chat_service::{Bus, ChatService, ServiceConfig, Store};
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use tracing_subscriber::EnvFilter;
+
+use config::{Args, BusUrl, Settings, StoreUrl, Transport};
+
+fn main() -> Result<()> {
+    let settings = Settings::load(Args::parse())?;
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&settings.log).context("invalid log filter")?)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(settings))
+}
+
+async fn run(settings: Settings) -> Result<()> {
+    let store = open_store(&settings.store).await?;
+    let bus = open_bus(&settings.bus)?;
+    let service = ChatService::new(
+        store,
+        bus,
+        ServiceConfig {
+            password_cost: settings.password_cost,
+            max_message_bytes: settings.max_message,
+        },
+    );
+    service
+        .start()
+        .await
+        .context("cannot start the message bus")?;
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+
+    match settings.transport {
+        Transport::Tokio => serve_tokio(&settings, service.clone(), shutdown).await?,
+    }
+    service.shutdown().await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn serve_tokio(
+    settings: &Settings,
+    service: ChatService,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let addr = listener.local_addr().context("listener has no address")?;
+    info!(%addr, server_id = %settings.server_id, transport = "tokio", "listening");
+    let config = chat_net_tokio::TransportConfig {
+        max_frame: settings.max_frame,
+        outbound_queue: settings.outbound_queue,
+        idle_timeout: settings.idle_timeout,
+        ..Default::default()
+    };
+    chat_net_tokio::serve(listener, service, config, shutdown)
+        .await
+        .context("server failed")
+}
+
+async fn open_store(url: &StoreUrl) -> Result<Arc<dyn Store>> {
+    match url {
+        StoreUrl::Sqlite(path) => {
+            let store = chat_store_sqlite::SqliteStore::open(path)
+                .with_context(|| format!("cannot open the store {}", path.display()))?;
+            info!(path = %path.display(), "opened SQLite store");
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+fn open_bus(url: &BusUrl) -> Result<Arc<dyn Bus>> {
+    match url {
+        BusUrl::Local => Ok(Arc::new(chat_bus_local::LocalBus::new())),
+    }
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot watch SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => info!("SIGINT: shutting down"),
+        _ = terminate => info!("SIGTERM: shutting down"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,516 @@
+//! The handed fault cases (C01–C10), each against a fresh single server.
+//!
+//! Each case names a whole kind of fault that broke servers of this kind;
+//! the expected values are the ones the cases prescribe.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use chat_proto::{Delivery, ErrorCode, MsgId, Request, ServerMsg};
+use support::{delivered_text, error_code, Server};
+
+#[test]
+fn c01_two_requests_in_one_write_get_two_replies() {
+    let server = Server::start();
+    let mut x = server.connect();
+    let mut bytes = x.frame(&Request::Register {
+        name: "a".into(),
+        password: "pw".into(),
+    });
+    bytes.extend(x.frame(&Request::Register {
+        name: "b".into(),
+        password: "pw".into(),
+    }));
+    x.send_raw(&bytes);
+    let (ServerMsg::RegAck(Ok(a)), ServerMsg::RegAck(Ok(b))) = (x.recv(), x.recv()) else {
+        panic!("expected two REG_ACKs");
+    };
+    assert_ne!(a, b);
+}
+
+#[test]
+fn c01_a_request_split_across_a_pause_is_one_request() {
+    let server = Server::start();
+    let a = server.register("a");
+    let mut x = server.connect();
+    let bytes = x.frame(&Request::Login {
+        id: a,
+        password: "pw".into(),
+        version: 1,
+    });
+    x.send_raw(&bytes[..10]);
+    std::thread::sleep(Duration::from_millis(200));
+    x.send_raw(&bytes[10..]);
+    assert!(matches!(x.recv(), ServerMsg::LoginAck(Ok(_))));
+    assert!(
+        x.is_quiet(Duration::from_millis(200)),
+        "no error after the split request"
+    );
+}
+
+#[test]
+fn c01_nul_terminated_requests_as_the_reference_client_sends() {
+    let server = Server::start();
+    let mut x = server.connect();
+    x.send_raw(b"{\"msgid\":4,\"name\":\"a\",\"password\":\"pw\"}\0{\"msgid\":15}\0");
+    assert!(matches!(x.recv(), ServerMsg::RegAck(Ok(_))));
+    assert_eq!(x.recv(), ServerMsg::Pong);
+    assert!(x.is_quiet(Duration::from_millis(200)));
+}
+
+#[test]
+fn c01_a_thousand_messages_in_one_write_arrive_in_order() {
+    let server = Server::start();
+    let (a, b) = (server.register("a"), server.register("b"));
+    let mut pa = server.connect();
+    pa.login(a);
+    let mut pb = server.connect();
+    pb.login(b);
+    let mut bytes = Vec::new();
+    for i in 0..1000 {
+        bytes.extend(pa.frame(&Request::OneChat {
+            to: b,
+            text: format!("m{i}"),
+        }));
+    }
+    pa.send_raw(&bytes);
+    for i in 0..1000 {
+        assert_eq!(delivered_text(&pb.recv()), format!("m{i}"));
+    }
+    for _ in 0..1000 {
+        assert!(matches!(pa.recv(), ServerMsg::ChatAck { .. }));
+    }
+}
+
+#[test]
+fn c02_malformed_input_is_answered_and_hurts_nobody_else() {
+    let server = Server::start();
+    let (a, b) = (server.register("a"), server.register("b"));
+    let mut pa = server.connect();
+    pa.login(a);
+    let mut pb = server.connect();
+    pb.login(b);
+
+    // Each frame on its own line, so that the stream decoder can resync
+    // after a broken object as it would for a person typing into nc.
+    let frames: [&[u8]; 9] = [
+        b"{\"msgid\":\n",
+        b"hello\n",
+        b"[]\n",
+        b"{}\n",
+        b"{\"foo\":1}\n",
+        b"{\"msgid\":\"1\"}\n",
+        b"{\"msgid\":99999}\n",
+        b"{\"msgid\":1,\"id\":\"abc\",\"password\":1}\n",
+        b"{\"msgid\":4,\"name\":\"\xff\xfe\",\"password\":\"pw\"}\n",
+    ];
+    let mut x = server.connect();
+    x.send_raw(b"{\"msgid\":15}\n");
+    assert_eq!(x.recv(), ServerMsg::Pong);
+    for (i, frame) in frames.iter().enumerate() {
+        x.send_raw(frame);
+        if i == 0 {
+            // A cut-short object is only known to be broken when the next
+            // bytes arrive; the next frame completes its error.
+            continue;
+        }
+        let reply = x.recv();
+        assert!(
+            matches!(reply, ServerMsg::Error { .. }),
+            "frame {i}: {reply:?}"
+        );
+    }
+    x.send_raw(b"{\"msgid\":15}\n");
+    assert_eq!(x.recv(), ServerMsg::Pong, "X still works");
+
+    // Each malformed frame on a length-prefixed connection too.
+    let mut y = server.connect_length();
+    for frame in frames {
+        let mut bytes = (frame.len() as u32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(frame);
+        y.send_raw(&bytes);
+        assert!(
+            matches!(y.recv(), ServerMsg::Error { .. }),
+            "{:?}",
+            String::from_utf8_lossy(frame)
+        );
+    }
+
+    // Bytes that fit no framing: an error, then that connection alone closes.
+    let mut z = server.connect();
+    z.send_raw(b"\xff\xfe garbage");
+    assert!(matches!(z.recv(), ServerMsg::Error { .. }));
+    assert!(z.recv_payload().is_none(), "connection closed");
+
+    pa.chat(b, "still here");
+    assert_eq!(delivered_text(&pb.recv()), "still here");
+}
+
+#[test]
+fn c03_missing_or_mistyped_fields() {
+    let server = Server::start();
+    let (a, b) = (server.register("a"), server.register("b"));
+    let mut pa = server.connect();
+    pa.login(a);
+
+    pa.send_raw(b"{\"msgid\":8,\"groupname\":\"nodesc\"}");
+    match pa.recv() {
+        ServerMsg::CreateGroupAck { desc, .. } => assert_eq!(desc, ""),
+        other => panic!("{other:?}"),
+    }
+
+    pa.send_raw(format!("{{\"msgid\":6,\"to_id\":{b},\"msg\":\"x\"}}").as_bytes());
+    match pa.recv() {
+        ServerMsg::Error { failure, request } => {
+            assert_eq!((failure.code, request), (ErrorCode::BadRequest, Some(6)));
+            assert!(failure.message.contains("toid"), "{}", failure.message);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    pa.send_raw(format!("{{\"msgid\":6,\"toid\":\"{b}\",\"msg\":\"x\"}}").as_bytes());
+    match pa.recv() {
+        ServerMsg::Error { failure, .. } => {
+            assert!(
+                failure.message.contains("`toid` must be an integer"),
+                "{}",
+                failure.message
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn c04_one_connection_several_sessions() {
+    let server = Server::start();
+    let (a, b, c) = (
+        server.register("a"),
+        server.register("b"),
+        server.register("c"),
+    );
+    let mut pc = server.connect();
+    pc.login(c);
+    let mut x = server.connect();
+
+    x.login(a);
+    pc.chat(a, "to a 1");
+    assert_eq!(delivered_text(&x.recv()), "to a 1");
+    x.logout();
+    pc.chat(a, "to a while out");
+    let again = x.login(a);
+    assert_eq!(again.offline.len(), 1);
+    x.logout();
+    pc.chat(a, "to a after switch");
+    let as_b = x.login(b);
+    assert!(as_b.offline.is_empty());
+    pc.chat(b, "to b");
+    pc.chat(a, "to a again");
+    assert_eq!(delivered_text(&x.recv()), "to b");
+    assert!(
+        x.is_quiet(Duration::from_millis(300)),
+        "nothing for A reaches B's session"
+    );
+
+    x.logout();
+    let back = x.login(a);
+    let texts: Vec<&str> = back
+        .offline
+        .iter()
+        .map(|d| match &**d {
+            Delivery::One(m) => m.text.as_str(),
+            Delivery::Group(m) => m.text.as_str(),
+        })
+        .collect();
+    assert_eq!(texts, ["to a after switch", "to a again"]);
+}
+
+#[test]
+fn c05_failed_logins_answer_fast_with_errno_1() {
+    let server = Server::start();
+    let a = server.register("a");
+    let mut x = server.connect();
+    for (id, password) in [
+        (a, "wrong"),
+        (999_999, "pw"),
+        (0, "pw"),
+        (-1, "pw"),
+        (a, ""),
+    ] {
+        let started = Instant::now();
+        let reply = x.call(Request::Login {
+            id,
+            password: password.into(),
+            version: 1,
+        });
+        assert!(started.elapsed() < Duration::from_secs(1));
+        match reply {
+            ServerMsg::LoginAck(Err(f)) => {
+                assert_eq!(f.code, ErrorCode::BadCredentials, "{id} {password:?}");
+                assert!(!f.message.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    x.login(a);
+}
+
+#[test]
+fn c06_text_that_looks_like_sql_is_only_text() {
+    let server = Server::start();
+    let (a, b) = (server.register("a"), server.register("b"));
+    let obrien = server.register("O'Brien");
+    let dropper = server.register("x'); DROP TABLE user;--");
+    let mut po = server.connect();
+    assert_eq!(po.login(obrien).name, "O'Brien");
+    let mut pd = server.connect();
+    assert_eq!(pd.login(dropper).name, "x'); DROP TABLE user;--");
+
+    let text = r#"it's "quoted" \ back\slash 100% ; -- ' OR '1'='1"#;
+    let mut pa = server.connect();
+    pa.login(a);
+    pa.chat(b, text);
+    match pa.call(Request::CreateGroup {
+        name: "g'1".into(),
+        desc: "d".into(),
+    }) {
+        ServerMsg::CreateGroupAck { name, .. } => assert_eq!(name, "g'1"),
+        other => panic!("{other:?}"),
+    }
+    let mut pb = server.connect();
+    let login = pb.login(b);
+    assert_eq!(login.offline.len(), 1);
+    assert_eq!(
+        delivered_text(&ServerMsg::Deliver(login.offline[0].clone())),
+        text
+    );
+    // Every table still works.
+    assert!(matches!(
+        pa.call(Request::AddFriend { friend: b }),
+        ServerMsg::AddFriendAck(_)
+    ));
+    assert!(matches!(pa.call(Request::List), ServerMsg::ListAck { .. }));
+    assert!(server.register("later") > 0);
+}
+
+#[test]
+fn c07_sizes_up_to_the_limit_arrive_whole() {
+    let server = Server::start();
+    let (a, b, c) = (
+        server.register("a"),
+        server.register("b"),
+        server.register("c"),
+    );
+    let mut pa = server.connect();
+    pa.login(a);
+    let mut pb = server.connect();
+    pb.login(b);
+    let limit = 60 * 1024;
+    let sizes = [900, 5_000, 60_000, limit];
+    for size in sizes {
+        let text = "x".repeat(size - 4) + "😀";
+        pa.chat(b, &text);
+        pa.chat(c, &text);
+        assert_eq!(delivered_text(&pb.recv()), text, "{size} bytes live");
+    }
+    let too_long = "y".repeat(limit + 1);
+    let reply = pa.call(Request::OneChat {
+        to: b,
+        text: too_long,
+    });
+    assert_eq!(error_code(&reply), ErrorCode::TooLong);
+    if let ServerMsg::Error { failure, .. } = reply {
+        assert!(failure.message.contains("too long"), "{}", failure.message);
+    }
+    pa.send(&Request::Ping);
+    assert_eq!(pa.recv(), ServerMsg::Pong, "connection goes on");
+
+    for i in 0..300 {
+        pa.chat(c, &format!("n{i}"));
+    }
+    let mut pc = server.connect();
+    let login = pc.login(c);
+    let texts: Vec<String> = login
+        .offline
+        .iter()
+        .map(|d| delivered_text(&ServerMsg::Deliver(d.clone())).to_owned())
+        .collect();
+    assert_eq!(texts.len(), sizes.len() + 300);
+    for (i, size) in sizes.iter().enumerate() {
+        assert_eq!(texts[i].len(), *size, "offline message {i}");
+    }
+    for i in 0..300 {
+        assert_eq!(texts[sizes.len() + i], format!("n{i}"));
+    }
+}
+
+#[test]
+fn c08_chinese_and_emoji_round_trip() {
+    let server = Server::start();
+    let zhang = server.register("张三");
+    let (b, c) = (server.register("b"), server.register("c"));
+    let mut pz = server.connect();
+    assert_eq!(pz.login(zhang).name, "张三");
+    let group = match pz.call(Request::CreateGroup {
+        name: "测试群".into(),
+        desc: "描述😀".into(),
+    }) {
+        ServerMsg::CreateGroupAck { id, name, desc } => {
+            assert_eq!((name.as_str(), desc.as_str()), ("测试群", "描述😀"));
+            id
+        }
+        other => panic!("{other:?}"),
+    };
+    let mut pb = server.connect();
+    pb.login(b);
+    match pb.call(Request::AddGroup { group }) {
+        ServerMsg::AddGroupAck(g) => {
+            assert_eq!((g.name.as_str(), g.desc.as_str()), ("测试群", "描述😀"));
+            assert!(g.members.iter().any(|m| m.name == "张三"));
+        }
+        other => panic!("{other:?}"),
+    }
+    let text = "你好，世界😀";
+    pz.chat(b, text);
+    let got = pb.recv();
+    assert_eq!(delivered_text(&got), text);
+    if let ServerMsg::Deliver(d) = &got {
+        assert!(matches!(&**d, Delivery::One(m) if m.from_name == "张三"));
+    }
+    pz.chat(c, text);
+    assert!(matches!(
+        pz.call(Request::GroupChat {
+            group,
+            text: text.into()
+        }),
+        ServerMsg::ChatAck { .. }
+    ));
+    assert_eq!(delivered_text(&pb.recv()), text);
+
+    let mut pc = server.connect();
+    let login = pc.login(c);
+    assert_eq!(
+        delivered_text(&ServerMsg::Deliver(login.offline[0].clone())),
+        text
+    );
+    let relog = {
+        pb.logout();
+        pb.login(b)
+    };
+    assert_eq!(relog.groups[0].name, "测试群");
+    assert_eq!(relog.groups[0].desc, "描述😀");
+}
+
+#[test]
+fn c09_identity_comes_from_the_session() {
+    let server = Server::start();
+    let (a, b, c) = (
+        server.register("a"),
+        server.register("b"),
+        server.register("c"),
+    );
+    let mut pb = server.connect();
+    pb.login(b);
+
+    let mut stranger = server.connect();
+    stranger
+        .send_raw(format!("{{\"msgid\":6,\"id\":{a},\"toid\":{b},\"msg\":\"forged\"}}").as_bytes());
+    assert_eq!(error_code(&stranger.recv()), ErrorCode::NotLoggedIn);
+    assert!(pb.is_quiet(Duration::from_millis(300)), "nothing delivered");
+
+    let mut pc = server.connect();
+    pc.login(c);
+    pc.send_raw(
+        format!(
+            "{{\"msgid\":6,\"id\":{a},\"name\":\"a\",\"time\":\"1999-01-01 00:00:00\",\"toid\":{b},\"msg\":\"hi\"}}"
+        )
+        .as_bytes(),
+    );
+    assert!(matches!(pc.recv(), ServerMsg::ChatAck { .. }));
+    match pb.recv() {
+        ServerMsg::Deliver(d) => match &*d {
+            Delivery::One(m) => {
+                assert_eq!((m.from, m.from_name.as_str()), (c, "c"));
+                assert_ne!(m.time, "1999-01-01 00:00:00");
+                assert_eq!(m.time.len(), "YYYY-MM-DD HH:MM:SS".len());
+            }
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+
+    pc.send_raw(format!("{{\"msgid\":7,\"id\":{a},\"friendid\":{b}}}").as_bytes());
+    assert!(matches!(pc.recv(), ServerMsg::AddFriendAck(_)));
+    let mut pa = server.connect();
+    assert!(
+        pa.login(a).friends.is_empty(),
+        "the friendship is C's, not A's"
+    );
+    match pc.call(Request::List) {
+        ServerMsg::ListAck { friends, .. } => assert_eq!(friends[0].id, b),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn c10_validation_gives_feedback() {
+    let server = Server::start();
+    let (a, b) = (server.register("a"), server.register("b"));
+    let mut pb = server.connect();
+    pb.login(b);
+    let mut pa = server.connect();
+    pa.login(a);
+
+    match pa.call(Request::AddFriend { friend: b }) {
+        ServerMsg::AddFriendAck(f) => assert_eq!((f.id, f.name.as_str()), (b, "b")),
+        other => panic!("{other:?}"),
+    }
+    match pb.recv() {
+        ServerMsg::FriendAdded(f) => assert_eq!(f.id, a),
+        other => panic!("B is told: {other:?}"),
+    }
+    match pb.call(Request::List) {
+        ServerMsg::ListAck { friends, .. } => assert_eq!(friends[0].id, a),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        error_code(&pa.call(Request::AddFriend { friend: b })),
+        ErrorCode::AlreadyFriends
+    );
+    assert_eq!(
+        error_code(&pa.call(Request::AddFriend { friend: a })),
+        ErrorCode::SelfFriend
+    );
+    let reply = pa.call(Request::AddFriend { friend: 999_999 });
+    assert_eq!(error_code(&reply), ErrorCode::NoSuchUser);
+    assert!(format!("{reply:?}").contains("no such user"));
+
+    let group = match pb.call(Request::CreateGroup {
+        name: "G".into(),
+        desc: String::new(),
+    }) {
+        ServerMsg::CreateGroupAck { id, .. } => id,
+        other => panic!("{other:?}"),
+    };
+    assert!(matches!(
+        pa.call(Request::AddGroup { group }),
+        ServerMsg::AddGroupAck(_)
+    ));
+    assert_eq!(
+        error_code(&pa.call(Request::AddGroup { group })),
+        ErrorCode::AlreadyMember
+    );
+    assert_eq!(
+        error_code(&pa.call(Request::AddGroup { group: 999_999 })),
+        ErrorCode::NoSuchGroup
+    );
+    let dup = pa.call(Request::CreateGroup {
+        name: "G".into(),
+        desc: String::new(),
+    });
+    assert_eq!(error_code(&dup), ErrorCode::NameTaken);
+    if let ServerMsg::Error { request, .. } = dup {
+        assert_eq!(request, Some(i64::from(MsgId::CreateGroup.code())));
+    }
+}
