@@ -20,6 +20,7 @@
 
 use std::cell::RefCell;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -88,7 +89,11 @@ pub async fn serve(
             config: config.clone(),
             token: shutdown.child_token(),
         };
-        tracker.spawn(connection.run(stream).instrument(info_span!("conn", %peer)));
+        tracker.spawn(
+            connection
+                .run(stream, peer)
+                .instrument(info_span!("conn", %peer)),
+        );
     }
     drop(listener);
     tracker.close();
@@ -107,6 +112,7 @@ struct ConnectionTask {
 struct QueueOutbound {
     queue: mpsc::Sender<ServerMsg>,
     token: CancellationToken,
+    peer: SocketAddr,
 }
 
 impl Outbound for QueueOutbound {
@@ -114,12 +120,19 @@ impl Outbound for QueueOutbound {
         match self.queue.try_send(msg) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                warn!("client does not read its messages: disconnecting it");
+                warn!(peer = %self.peer, "client does not read its messages: disconnecting it");
                 self.token.cancel();
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+    }
+
+    fn room(&self) -> usize {
+        // A quarter of the queue stays free for replies and live messages.
+        self.queue
+            .capacity()
+            .saturating_sub(self.queue.max_capacity() / 4)
     }
 }
 
@@ -129,7 +142,7 @@ thread_local! {
 }
 
 impl ConnectionTask {
-    async fn run(self, stream: TcpStream) {
+    async fn run(self, stream: TcpStream, peer: SocketAddr) {
         debug!("connected");
         let (reader, writer) = stream.into_split();
         let (queue, outgoing) = mpsc::channel(self.config.outbound_queue);
@@ -137,6 +150,7 @@ impl ConnectionTask {
         let outbound = Arc::new(QueueOutbound {
             queue,
             token: self.token.clone(),
+            peer,
         });
         let writing = tokio::spawn(
             write_loop(

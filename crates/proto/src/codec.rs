@@ -176,6 +176,8 @@ impl Codec for JsonCodec {
                     friends: fields.list("friends", friend_from)?,
                     groups: fields.list("groups", group_from)?,
                     offline: fields.list("offlinemsg", |v| delivery_from(v).map(Arc::new))?,
+                    more_offline: usize::try_from(fields.opt_int("offlinemore")?.unwrap_or(0))
+                        .map_err(|_| DecodeError::bad(Some(msgid), "negative `offlinemore`"))?,
                     version: LEGACY_VERSION,
                 })),
             }),
@@ -493,6 +495,7 @@ fn reply_value(msg: &ServerMsg) -> Value {
             json!({
                 "msgid": msgid, "errno": 0, "errmsg": "", "id": ok.id, "name": ok.name,
                 "friends": friends, "groups": groups, "offlinemsg": offline,
+                "offlinemore": ok.more_offline,
             })
         }
         ServerMsg::LogoutAck => json!({"msgid": msgid, "errno": 0}),
@@ -627,6 +630,7 @@ mod tests {
                 text: "it's \"q\" \\ 😀".into(),
                 time: "2026-01-01 00:00:00".into(),
             }))],
+            more_offline: 3,
             version,
         })))
     }

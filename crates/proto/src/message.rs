@@ -354,6 +354,9 @@ pub struct LoginOk {
     pub friends: Vec<Friend>,
     pub groups: Vec<Group>,
     pub offline: Vec<Arc<Delivery>>,
+    /// How many more offline messages follow the LOGIN_ACK as ordinary
+    /// deliveries, because putting them all in it would make it too large.
+    pub more_offline: usize,
     /// The protocol version the client asked for; below 2 the list items
     /// are sent as JSON strings, as the reference clients expect.
     pub version: u32,

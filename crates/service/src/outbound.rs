@@ -11,4 +11,10 @@ pub trait Outbound: Send + Sync + 'static {
     /// Queues `msg` for the client. `false` if the connection is closed or
     /// its queue is full; in the latter case the transport closes it.
     fn send(&self, msg: ServerMsg) -> bool;
+
+    /// How many more messages may be queued now without crowding out the
+    /// replies and live messages to come. The service hands over a long
+    /// backlog of stored messages in steps of this size, so a user back
+    /// from a long absence is not disconnected for it.
+    fn room(&self) -> usize;
 }

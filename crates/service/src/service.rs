@@ -23,8 +23,8 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 
 use async_trait::async_trait;
 use chat_proto::{
@@ -63,6 +63,14 @@ pub const MAX_DESC_CHARS: usize = 200;
 /// Longest password, in bytes.
 pub const MAX_PASSWORD_BYTES: usize = 256;
 
+/// Text bytes of offline messages carried inside a LOGIN_ACK; the rest
+/// follow it as ordinary deliveries, so the ack stays a reasonable frame.
+pub const LOGIN_ACK_OFFLINE_BYTES: usize = 64 * 1024;
+
+/// Pause between two steps of handing over a long backlog, so the
+/// connection can drain.
+const BACKLOG_STEP: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Number of per-user locks; users share a lock when their ids collide.
 const USER_LOCKS: usize = 1024;
 
@@ -88,7 +96,8 @@ impl ChatService {
             .map(|_| tokio::sync::Mutex::new(()))
             .collect();
         ChatService {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|me| Inner {
+                me: me.clone(),
                 config,
                 store,
                 bus,
@@ -258,12 +267,25 @@ struct Session {
     name: String,
     outbound: Arc<dyn Outbound>,
     alive: Mutex<bool>,
+    /// Stored messages are still being handed over: live messages go to
+    /// the store behind them, so that none overtakes an older one.
+    backlog: AtomicBool,
 }
 
 impl Session {
+    /// Queues a live message; `false` while a backlog is handed over.
     fn send(&self, msg: ServerMsg) -> bool {
+        !self.backlog.load(Ordering::Acquire) && self.push(msg)
+    }
+
+    /// Queues a reply or a stored message, backlog or not.
+    fn push(&self, msg: ServerMsg) -> bool {
         let alive = lock(&self.alive);
         *alive && self.outbound.send(msg)
+    }
+
+    fn is_alive(&self) -> bool {
+        *lock(&self.alive)
     }
 
     fn close(&self) {
@@ -272,6 +294,8 @@ impl Session {
 }
 
 struct Inner {
+    /// The service itself, for the tasks it spawns.
+    me: Weak<Inner>,
     config: ServiceConfig,
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
@@ -356,8 +380,9 @@ impl Inner {
             name: user.name.clone(),
             outbound: outbound.clone(),
             alive: Mutex::new(true),
+            backlog: AtomicBool::new(false),
         });
-        let (ack, handed) = match self.login_ack(&user, version).await {
+        let (mut ack, ids, mut handed) = match self.login_ack(&user, version).await {
             Ok(ack) => ack,
             Err(fault) => {
                 self.unclaim(id).await;
@@ -365,11 +390,20 @@ impl Inner {
                 return Err(Some(login_failed(ErrorCode::Unavailable, message)));
             }
         };
-        if !session.send(ServerMsg::LoginAck(Ok(Box::new(ack)))) {
+        let rest = split_offline(&mut ack.offline, LOGIN_ACK_OFFLINE_BYTES);
+        ack.more_offline = rest.len();
+        if !session.push(ServerMsg::LoginAck(Ok(Box::new(ack)))) {
             self.unclaim(id).await;
             return Err(None);
         }
+        handed.extend_from_slice(&ids[..ids.len() - rest.len()]);
         self.forget_offline(id, &handed).await;
+        if !rest.is_empty() {
+            // The rest stay stored and are handed over as the connection
+            // has room, before any live message.
+            session.backlog.store(true, Ordering::Release);
+            self.pump_backlog(id, session.clone());
+        }
         write(&self.sessions).insert(id, session.clone());
         Ok(session)
     }
@@ -419,22 +453,27 @@ impl Inner {
         self.unclaim(session.user).await;
     }
 
-    /// The LOGIN_ACK for `user`, and the ids of the offline messages in it.
+    /// The LOGIN_ACK for `user`, the ids of its offline messages in the
+    /// same order, and the ids of unreadable ones, to be deleted.
     async fn login_ack(
         &self,
         user: &UserRecord,
         version: u32,
-    ) -> Result<(LoginOk, Vec<i64>), Fault> {
+    ) -> Result<(LoginOk, Vec<i64>, Vec<i64>), Fault> {
         let (friends, groups) = self.friends_and_groups(user.id).await?;
         let records = self.store.offline(user.id).await?;
-        let mut handed = Vec::with_capacity(records.len());
+        let mut ids = Vec::with_capacity(records.len());
         let mut offline = Vec::with_capacity(records.len());
+        let mut unreadable = Vec::new();
         for record in records {
-            handed.push(record.id);
             match serde_json::from_str::<Delivery>(&record.payload) {
-                Ok(delivery) => offline.push(Arc::new(delivery)),
+                Ok(delivery) => {
+                    ids.push(record.id);
+                    offline.push(Arc::new(delivery));
+                }
                 Err(e) => {
-                    error!(user = user.id, id = record.id, error = %e, "dropping unreadable offline message")
+                    error!(user = user.id, id = record.id, error = %e, "dropping unreadable offline message");
+                    unreadable.push(record.id);
                 }
             }
         }
@@ -444,9 +483,10 @@ impl Inner {
             friends,
             groups,
             offline,
+            more_offline: 0,
             version,
         };
-        Ok((ok, handed))
+        Ok((ok, ids, unreadable))
     }
 
     async fn forget_offline(&self, user: UserId, ids: &[i64]) {
@@ -760,26 +800,38 @@ impl Inner {
         Ok(())
     }
 
-    /// Gives a logged-in user what is stored for them.
+    /// Gives a logged-in user what is stored for them, as much as their
+    /// connection has room for; the rest is pumped after.
     async fn hand_over_offline(&self, user: UserId) {
-        let _guard = self.lock_user(user).await;
-        let Some(session) = read(&self.sessions).get(&user).cloned() else {
-            // Not logged in here (any more), or still logging in: that login
-            // reads the table after this point, under the same lock.
+        let Some(session) = self.hand_over_step(user).await else {
             return;
         };
+        if !session.backlog.swap(true, Ordering::AcqRel) {
+            self.pump_backlog(user, session);
+        }
+    }
+
+    /// One step of handing over stored messages; the session if some are
+    /// left for a later step.
+    async fn hand_over_step(&self, user: UserId) -> Option<Arc<Session>> {
+        let _guard = self.lock_user(user).await;
+        // Not logged in here (any more), or still logging in: that login
+        // reads the table after this point, under the same lock.
+        let session = read(&self.sessions).get(&user).cloned()?;
         let records = match self.store.offline(user).await {
             Ok(records) => records,
             Err(e) => {
                 warn!(user, error = %e, "could not read offline messages; they wait for the next login");
-                return;
+                return None;
             }
         };
-        let mut handed = Vec::with_capacity(records.len());
-        for record in records {
+        let room = session.outbound.room();
+        let total = records.len();
+        let mut handed = Vec::with_capacity(total.min(room));
+        for record in records.into_iter().take(room) {
             match serde_json::from_str::<Delivery>(&record.payload) {
                 Ok(delivery) => {
-                    if !session.send(ServerMsg::Deliver(Arc::new(delivery))) {
+                    if !session.push(ServerMsg::Deliver(Arc::new(delivery))) {
                         break;
                     }
                 }
@@ -790,6 +842,28 @@ impl Inner {
             handed.push(record.id);
         }
         self.forget_offline(user, &handed).await;
+        if handed.len() < total && session.is_alive() {
+            return Some(session);
+        }
+        session.backlog.store(false, Ordering::Release);
+        None
+    }
+
+    /// Hands over `user`'s backlog in steps until it is empty or the
+    /// session ends.
+    fn pump_backlog(&self, user: UserId, session: Arc<Session>) {
+        let Some(inner) = self.me.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            while session.is_alive() {
+                tokio::time::sleep(BACKLOG_STEP).await;
+                match inner.hand_over_step(user).await {
+                    Some(current) if Arc::ptr_eq(&current, &session) => {}
+                    _ => return,
+                }
+            }
+        });
     }
 
     /// Sends a notice that may be dropped; whether `user` is online.
@@ -880,6 +954,29 @@ impl Inbound for InboundHandle {
                 }
             }
         }
+    }
+}
+
+/// Keeps the oldest messages in `offline` up to `budget` bytes of text (at
+/// least one) and returns the rest, oldest first.
+fn split_offline(offline: &mut Vec<Arc<Delivery>>, budget: usize) -> Vec<Arc<Delivery>> {
+    let mut used = 0;
+    let keep = offline
+        .iter()
+        .take_while(|d| {
+            used += text_len(d);
+            used <= budget
+        })
+        .count()
+        .max(1)
+        .min(offline.len());
+    offline.split_off(keep)
+}
+
+fn text_len(delivery: &Delivery) -> usize {
+    match delivery {
+        Delivery::One(m) => m.text.len(),
+        Delivery::Group(m) => m.text.len(),
     }
 }
 

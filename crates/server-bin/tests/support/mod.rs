@@ -290,7 +290,19 @@ impl Peer {
             password: "pw".into(),
             version: 2,
         }) {
-            ServerMsg::LoginAck(Ok(ok)) => *ok,
+            ServerMsg::LoginAck(Ok(mut ok)) => {
+                // Offline messages beyond what fits the ack follow it.
+                for _ in 0..ok.more_offline {
+                    match self.recv() {
+                        ServerMsg::Deliver(d) => ok.offline.push(d),
+                        other => {
+                            panic!("expected an offline message after LOGIN_ACK, got {other:?}")
+                        }
+                    }
+                }
+                ok.more_offline = 0;
+                *ok
+            }
             other => panic!("login of {id} failed: {other:?}"),
         }
     }
