@@ -28,11 +28,11 @@ pub struct Args {
     #[arg(long, env = "CHAT_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
-    /// Where data is kept: `sqlite:PATH` [default: sqlite:chat.db].
+    /// Where data is kept: `sqlite:PATH` or `mysql://USER:PASS@HOST:PORT/DB` [default: sqlite:chat.db].
     #[arg(long, env = "CHAT_STORE", value_name = "URL")]
     pub store: Option<String>,
 
-    /// How servers reach each other: `local` for a single server [default: local].
+    /// How servers reach each other: `local` for a single server, or `redis://HOST:PORT` [default: local].
     #[arg(long, env = "CHAT_BUS", value_name = "URL")]
     pub bus: Option<String>,
 
@@ -67,6 +67,18 @@ pub struct Args {
     /// Cost of new password hashes; `fast` is for tests and benchmarks only [default: standard].
     #[arg(long, env = "CHAT_PASSWORD_COST", value_enum)]
     pub password_cost: Option<Cost>,
+
+    /// Connections to MariaDB this server may open [default: 16].
+    #[arg(long, env = "CHAT_MYSQL_POOL", value_name = "N")]
+    pub mysql_pool: Option<usize>,
+
+    /// Prefix of every Redis key and channel, to share one Redis between clusters [default: chat:].
+    #[arg(long, env = "CHAT_REDIS_PREFIX", value_name = "PREFIX")]
+    pub redis_prefix: Option<String>,
+
+    /// Seconds a killed server's users stay online in the cluster [default: 30].
+    #[arg(long, env = "CHAT_PRESENCE_TTL", value_name = "SECONDS")]
+    pub presence_ttl: Option<u64>,
 }
 
 /// The transports a server can be built with.
@@ -99,18 +111,23 @@ pub struct FileConfig {
     pub outbound_queue: Option<usize>,
     pub idle_timeout: Option<u64>,
     pub password_cost: Option<Cost>,
+    pub mysql_pool: Option<usize>,
+    pub redis_prefix: Option<String>,
+    pub presence_ttl: Option<u64>,
 }
 
 /// Where data is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     Sqlite(PathBuf),
+    Mysql(String),
 }
 
 /// How servers reach each other.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BusUrl {
     Local,
+    Redis(String),
 }
 
 /// Validated settings, ready to build a server from.
@@ -127,6 +144,9 @@ pub struct Settings {
     pub outbound_queue: usize,
     pub idle_timeout: Duration,
     pub password_cost: PasswordCost,
+    pub mysql_pool: usize,
+    pub redis_prefix: String,
+    pub presence_ttl: Duration,
 }
 
 impl Settings {
@@ -176,6 +196,14 @@ impl Settings {
                 None | Some(Cost::Standard) => PasswordCost::Standard,
                 Some(Cost::Fast) => PasswordCost::Fast,
             },
+            mysql_pool: args.mysql_pool.or(file.mysql_pool).unwrap_or(16),
+            redis_prefix: args
+                .redis_prefix
+                .or(file.redis_prefix)
+                .unwrap_or_else(|| "chat:".into()),
+            presence_ttl: Duration::from_secs(
+                args.presence_ttl.or(file.presence_ttl).unwrap_or(30),
+            ),
         };
         settings.validate()?;
         Ok(settings)
@@ -201,6 +229,12 @@ impl Settings {
         if self.server_id.is_empty() || self.server_id.contains(char::is_whitespace) {
             bail!("server_id must be a non-empty word without spaces");
         }
+        if self.mysql_pool == 0 {
+            bail!("mysql_pool must be at least 1");
+        }
+        if self.presence_ttl < Duration::from_secs(1) {
+            bail!("presence_ttl must be at least 1 second");
+        }
         Ok(())
     }
 }
@@ -208,14 +242,16 @@ impl Settings {
 fn parse_store(url: &str) -> Result<StoreUrl> {
     match url.split_once(':') {
         Some(("sqlite", path)) if !path.is_empty() => Ok(StoreUrl::Sqlite(PathBuf::from(path))),
-        _ => bail!("unknown store {url:?}: expected sqlite:PATH"),
+        Some(("mysql", rest)) if rest.starts_with("//") => Ok(StoreUrl::Mysql(url.to_owned())),
+        _ => bail!("unknown store {url:?}: expected sqlite:PATH or mysql://USER:PASS@HOST:PORT/DB"),
     }
 }
 
 fn parse_bus(url: &str) -> Result<BusUrl> {
-    match url {
-        "local" => Ok(BusUrl::Local),
-        _ => bail!("unknown bus {url:?}: expected local"),
+    match url.split_once(':') {
+        None if url == "local" => Ok(BusUrl::Local),
+        Some(("redis", rest)) if rest.starts_with("//") => Ok(BusUrl::Redis(url.to_owned())),
+        _ => bail!("unknown bus {url:?}: expected local or redis://HOST:PORT"),
     }
 }
 

@@ -10,7 +10,7 @@ mod config;
 use std::io::IsTerminal;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use chat_service::{Bus, ChatService, ServiceConfig, Store};
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
@@ -34,10 +34,10 @@ fn main() -> Result<()> {
 }
 
 async fn run(settings: Settings) -> Result<()> {
-    let store = open_store(&settings.store).await?;
-    let bus = open_bus(&settings.bus)?;
+    let store = open_store(&settings).await?;
+    let bus = open_bus(&settings).await?;
     let service = ChatService::new(
-        store,
+        store.clone(),
         bus,
         ServiceConfig {
             password_cost: settings.password_cost,
@@ -56,6 +56,7 @@ async fn run(settings: Settings) -> Result<()> {
         Transport::Tokio => serve_tokio(&settings, service.clone(), shutdown).await?,
     }
     service.shutdown().await;
+    store.close().await;
     info!("stopped");
     Ok(())
 }
@@ -81,20 +82,56 @@ async fn serve_tokio(
         .context("server failed")
 }
 
-async fn open_store(url: &StoreUrl) -> Result<Arc<dyn Store>> {
-    match url {
+async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>> {
+    match &settings.store {
+        #[cfg(feature = "store-sqlite")]
         StoreUrl::Sqlite(path) => {
             let store = chat_store_sqlite::SqliteStore::open(path)
                 .with_context(|| format!("cannot open the store {}", path.display()))?;
             info!(path = %path.display(), "opened SQLite store");
             Ok(Arc::new(store))
         }
+        #[cfg(feature = "store-mysql")]
+        StoreUrl::Mysql(url) => {
+            let store = chat_store_mysql::MysqlStore::connect(url, settings.mysql_pool)
+                .await
+                .context("cannot connect to MariaDB")?;
+            info!(database = %redact(url), pool = settings.mysql_pool, "connected to MariaDB");
+            Ok(Arc::new(store))
+        }
+        #[allow(unreachable_patterns)]
+        other => bail!("this chat-server was built without support for the store {other:?}: rebuild with its cargo feature"),
     }
 }
 
-fn open_bus(url: &BusUrl) -> Result<Arc<dyn Bus>> {
-    match url {
+async fn open_bus(settings: &Settings) -> Result<Arc<dyn Bus>> {
+    match &settings.bus {
+        #[cfg(feature = "bus-local")]
         BusUrl::Local => Ok(Arc::new(chat_bus_local::LocalBus::new())),
+        #[cfg(feature = "bus-redis")]
+        BusUrl::Redis(url) => {
+            let mut config = chat_bus_redis::RedisBusConfig::new(url.clone(), settings.server_id.clone());
+            config.prefix = settings.redis_prefix.clone();
+            config.presence_ttl = settings.presence_ttl;
+            let bus = chat_bus_redis::RedisBus::connect(config)
+                .await
+                .context("cannot connect to Redis")?;
+            info!(redis = %redact(url), server_id = %settings.server_id, "connected to Redis");
+            Ok(Arc::new(bus))
+        }
+        #[allow(unreachable_patterns)]
+        other => bail!("this chat-server was built without support for the bus {other:?}: rebuild with its cargo feature"),
+    }
+}
+
+/// A URL without its password, for logs.
+#[allow(dead_code)]
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
     }
 }
 

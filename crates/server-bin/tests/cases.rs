@@ -1,4 +1,6 @@
-//! The handed fault cases (C01–C10), each against a fresh single server.
+//! The handed fault cases (C01–C10), run against every deployment built
+//! here: one server or a cluster of two, clients of either framing. A
+//! failure names the combination (`cluster_length::c04_...`).
 //!
 //! Each case names a whole kind of fault that broke servers of this kind;
 //! the expected values are the ones the cases prescribe.
@@ -7,13 +9,13 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use chat_proto::Framing;
 use chat_proto::{Delivery, ErrorCode, MsgId, Request, ServerMsg};
-use support::{delivered_text, error_code, Server};
+use support::cluster::{BusKind, Deployment, Layers, StoreKind};
+use support::{delivered_text, error_code};
 
-#[test]
-fn c01_two_requests_in_one_write_get_two_replies() {
-    let server = Server::start();
-    let mut x = server.connect();
+fn c01_two_requests_in_one_write_get_two_replies(d: &Deployment) {
+    let mut x = d.connect(0);
     let mut bytes = x.frame(&Request::Register {
         name: "a".into(),
         password: "pw".into(),
@@ -29,11 +31,9 @@ fn c01_two_requests_in_one_write_get_two_replies() {
     assert_ne!(a, b);
 }
 
-#[test]
-fn c01_a_request_split_across_a_pause_is_one_request() {
-    let server = Server::start();
-    let a = server.register("a");
-    let mut x = server.connect();
+fn c01_a_request_split_across_a_pause_is_one_request(d: &Deployment) {
+    let a = d.register("a");
+    let mut x = d.connect(0);
     let bytes = x.frame(&Request::Login {
         id: a,
         password: "pw".into(),
@@ -49,23 +49,19 @@ fn c01_a_request_split_across_a_pause_is_one_request() {
     );
 }
 
-#[test]
-fn c01_nul_terminated_requests_as_the_reference_client_sends() {
-    let server = Server::start();
-    let mut x = server.connect();
+fn c01_nul_terminated_requests_as_the_reference_client_sends(d: &Deployment) {
+    let mut x = d.connect_with(0, Framing::Stream);
     x.send_raw(b"{\"msgid\":4,\"name\":\"a\",\"password\":\"pw\"}\0{\"msgid\":15}\0");
     assert!(matches!(x.recv(), ServerMsg::RegAck(Ok(_))));
     assert_eq!(x.recv(), ServerMsg::Pong);
     assert!(x.is_quiet(Duration::from_millis(200)));
 }
 
-#[test]
-fn c01_a_thousand_messages_in_one_write_arrive_in_order() {
-    let server = Server::start();
-    let (a, b) = (server.register("a"), server.register("b"));
-    let mut pa = server.connect();
+fn c01_a_thousand_messages_in_one_write_arrive_in_order(d: &Deployment) {
+    let (a, b) = (d.register("a"), d.register("b"));
+    let mut pa = d.connect(0);
     pa.login(a);
-    let mut pb = server.connect();
+    let mut pb = d.connect(1);
     pb.login(b);
     let mut bytes = Vec::new();
     for i in 0..1000 {
@@ -83,13 +79,11 @@ fn c01_a_thousand_messages_in_one_write_arrive_in_order() {
     }
 }
 
-#[test]
-fn c02_malformed_input_is_answered_and_hurts_nobody_else() {
-    let server = Server::start();
-    let (a, b) = (server.register("a"), server.register("b"));
-    let mut pa = server.connect();
+fn c02_malformed_input_is_answered_and_hurts_nobody_else(d: &Deployment) {
+    let (a, b) = (d.register("a"), d.register("b"));
+    let mut pa = d.connect(0);
     pa.login(a);
-    let mut pb = server.connect();
+    let mut pb = d.connect(1);
     pb.login(b);
 
     // Each frame on its own line, so that the stream decoder can resync
@@ -105,7 +99,7 @@ fn c02_malformed_input_is_answered_and_hurts_nobody_else() {
         b"{\"msgid\":1,\"id\":\"abc\",\"password\":1}\n",
         b"{\"msgid\":4,\"name\":\"\xff\xfe\",\"password\":\"pw\"}\n",
     ];
-    let mut x = server.connect();
+    let mut x = d.connect_with(0, Framing::Stream);
     x.send_raw(b"{\"msgid\":15}\n");
     assert_eq!(x.recv(), ServerMsg::Pong);
     for (i, frame) in frames.iter().enumerate() {
@@ -125,7 +119,7 @@ fn c02_malformed_input_is_answered_and_hurts_nobody_else() {
     assert_eq!(x.recv(), ServerMsg::Pong, "X still works");
 
     // Each malformed frame on a length-prefixed connection too.
-    let mut y = server.connect_length();
+    let mut y = d.connect_with(1, Framing::Length);
     for frame in frames {
         let mut bytes = (frame.len() as u32).to_be_bytes().to_vec();
         bytes.extend_from_slice(frame);
@@ -138,7 +132,7 @@ fn c02_malformed_input_is_answered_and_hurts_nobody_else() {
     }
 
     // Bytes that fit no framing: an error, then that connection alone closes.
-    let mut z = server.connect();
+    let mut z = d.connect_with(1, Framing::Stream);
     z.send_raw(b"\xff\xfe garbage");
     assert!(matches!(z.recv(), ServerMsg::Error { .. }));
     assert!(z.recv_payload().is_none(), "connection closed");
@@ -147,20 +141,18 @@ fn c02_malformed_input_is_answered_and_hurts_nobody_else() {
     assert_eq!(delivered_text(&pb.recv()), "still here");
 }
 
-#[test]
-fn c03_missing_or_mistyped_fields() {
-    let server = Server::start();
-    let (a, b) = (server.register("a"), server.register("b"));
-    let mut pa = server.connect();
+fn c03_missing_or_mistyped_fields(d: &Deployment) {
+    let (a, b) = (d.register("a"), d.register("b"));
+    let mut pa = d.connect(0);
     pa.login(a);
 
-    pa.send_raw(b"{\"msgid\":8,\"groupname\":\"nodesc\"}");
+    pa.send_json(b"{\"msgid\":8,\"groupname\":\"nodesc\"}");
     match pa.recv() {
         ServerMsg::CreateGroupAck { desc, .. } => assert_eq!(desc, ""),
         other => panic!("{other:?}"),
     }
 
-    pa.send_raw(format!("{{\"msgid\":6,\"to_id\":{b},\"msg\":\"x\"}}").as_bytes());
+    pa.send_json(format!("{{\"msgid\":6,\"to_id\":{b},\"msg\":\"x\"}}").as_bytes());
     match pa.recv() {
         ServerMsg::Error { failure, request } => {
             assert_eq!((failure.code, request), (ErrorCode::BadRequest, Some(6)));
@@ -169,7 +161,7 @@ fn c03_missing_or_mistyped_fields() {
         other => panic!("{other:?}"),
     }
 
-    pa.send_raw(format!("{{\"msgid\":6,\"toid\":\"{b}\",\"msg\":\"x\"}}").as_bytes());
+    pa.send_json(format!("{{\"msgid\":6,\"toid\":\"{b}\",\"msg\":\"x\"}}").as_bytes());
     match pa.recv() {
         ServerMsg::Error { failure, .. } => {
             assert!(
@@ -182,17 +174,11 @@ fn c03_missing_or_mistyped_fields() {
     }
 }
 
-#[test]
-fn c04_one_connection_several_sessions() {
-    let server = Server::start();
-    let (a, b, c) = (
-        server.register("a"),
-        server.register("b"),
-        server.register("c"),
-    );
-    let mut pc = server.connect();
+fn c04_one_connection_several_sessions(d: &Deployment) {
+    let (a, b, c) = (d.register("a"), d.register("b"), d.register("c"));
+    let mut pc = d.connect(1);
     pc.login(c);
-    let mut x = server.connect();
+    let mut x = d.connect(0);
 
     x.login(a);
     pc.chat(a, "to a 1");
@@ -226,11 +212,9 @@ fn c04_one_connection_several_sessions() {
     assert_eq!(texts, ["to a after switch", "to a again"]);
 }
 
-#[test]
-fn c05_failed_logins_answer_fast_with_errno_1() {
-    let server = Server::start();
-    let a = server.register("a");
-    let mut x = server.connect();
+fn c05_failed_logins_answer_fast_with_errno_1(d: &Deployment) {
+    let a = d.register("a");
+    let mut x = d.connect(0);
     for (id, password) in [
         (a, "wrong"),
         (999_999, "pw"),
@@ -256,19 +240,17 @@ fn c05_failed_logins_answer_fast_with_errno_1() {
     x.login(a);
 }
 
-#[test]
-fn c06_text_that_looks_like_sql_is_only_text() {
-    let server = Server::start();
-    let (a, b) = (server.register("a"), server.register("b"));
-    let obrien = server.register("O'Brien");
-    let dropper = server.register("x'); DROP TABLE user;--");
-    let mut po = server.connect();
+fn c06_text_that_looks_like_sql_is_only_text(d: &Deployment) {
+    let (a, b) = (d.register("a"), d.register("b"));
+    let obrien = d.register("O'Brien");
+    let dropper = d.register("x'); DROP TABLE user;--");
+    let mut po = d.connect(0);
     assert_eq!(po.login(obrien).name, "O'Brien");
-    let mut pd = server.connect();
+    let mut pd = d.connect(1);
     assert_eq!(pd.login(dropper).name, "x'); DROP TABLE user;--");
 
     let text = r#"it's "quoted" \ back\slash 100% ; -- ' OR '1'='1"#;
-    let mut pa = server.connect();
+    let mut pa = d.connect(0);
     pa.login(a);
     pa.chat(b, text);
     match pa.call(Request::CreateGroup {
@@ -278,7 +260,7 @@ fn c06_text_that_looks_like_sql_is_only_text() {
         ServerMsg::CreateGroupAck { name, .. } => assert_eq!(name, "g'1"),
         other => panic!("{other:?}"),
     }
-    let mut pb = server.connect();
+    let mut pb = d.connect(1);
     let login = pb.login(b);
     assert_eq!(login.offline.len(), 1);
     assert_eq!(
@@ -291,20 +273,14 @@ fn c06_text_that_looks_like_sql_is_only_text() {
         ServerMsg::AddFriendAck(_)
     ));
     assert!(matches!(pa.call(Request::List), ServerMsg::ListAck { .. }));
-    assert!(server.register("later") > 0);
+    assert!(d.register("later") > 0);
 }
 
-#[test]
-fn c07_sizes_up_to_the_limit_arrive_whole() {
-    let server = Server::start();
-    let (a, b, c) = (
-        server.register("a"),
-        server.register("b"),
-        server.register("c"),
-    );
-    let mut pa = server.connect();
+fn c07_sizes_up_to_the_limit_arrive_whole(d: &Deployment) {
+    let (a, b, c) = (d.register("a"), d.register("b"), d.register("c"));
+    let mut pa = d.connect(0);
     pa.login(a);
-    let mut pb = server.connect();
+    let mut pb = d.connect(1);
     pb.login(b);
     let limit = 60 * 1024;
     let sizes = [900, 5_000, 60_000, limit];
@@ -329,7 +305,7 @@ fn c07_sizes_up_to_the_limit_arrive_whole() {
     for i in 0..300 {
         pa.chat(c, &format!("n{i}"));
     }
-    let mut pc = server.connect();
+    let mut pc = d.connect(1);
     let login = pc.login(c);
     let texts: Vec<String> = login
         .offline
@@ -345,12 +321,10 @@ fn c07_sizes_up_to_the_limit_arrive_whole() {
     }
 }
 
-#[test]
-fn c08_chinese_and_emoji_round_trip() {
-    let server = Server::start();
-    let zhang = server.register("张三");
-    let (b, c) = (server.register("b"), server.register("c"));
-    let mut pz = server.connect();
+fn c08_chinese_and_emoji_round_trip(d: &Deployment) {
+    let zhang = d.register("张三");
+    let (b, c) = (d.register("b"), d.register("c"));
+    let mut pz = d.connect(0);
     assert_eq!(pz.login(zhang).name, "张三");
     let group = match pz.call(Request::CreateGroup {
         name: "测试群".into(),
@@ -362,7 +336,7 @@ fn c08_chinese_and_emoji_round_trip() {
         }
         other => panic!("{other:?}"),
     };
-    let mut pb = server.connect();
+    let mut pb = d.connect(1);
     pb.login(b);
     match pb.call(Request::AddGroup { group }) {
         ServerMsg::AddGroupAck(g) => {
@@ -388,7 +362,7 @@ fn c08_chinese_and_emoji_round_trip() {
     ));
     assert_eq!(delivered_text(&pb.recv()), text);
 
-    let mut pc = server.connect();
+    let mut pc = d.connect(1);
     let login = pc.login(c);
     assert_eq!(
         delivered_text(&ServerMsg::Deliver(login.offline[0].clone())),
@@ -402,26 +376,21 @@ fn c08_chinese_and_emoji_round_trip() {
     assert_eq!(relog.groups[0].desc, "描述😀");
 }
 
-#[test]
-fn c09_identity_comes_from_the_session() {
-    let server = Server::start();
-    let (a, b, c) = (
-        server.register("a"),
-        server.register("b"),
-        server.register("c"),
-    );
-    let mut pb = server.connect();
+fn c09_identity_comes_from_the_session(d: &Deployment) {
+    let (a, b, c) = (d.register("a"), d.register("b"), d.register("c"));
+    let mut pb = d.connect(1);
     pb.login(b);
 
-    let mut stranger = server.connect();
-    stranger
-        .send_raw(format!("{{\"msgid\":6,\"id\":{a},\"toid\":{b},\"msg\":\"forged\"}}").as_bytes());
+    let mut stranger = d.connect(1);
+    stranger.send_json(
+        format!("{{\"msgid\":6,\"id\":{a},\"toid\":{b},\"msg\":\"forged\"}}").as_bytes(),
+    );
     assert_eq!(error_code(&stranger.recv()), ErrorCode::NotLoggedIn);
     assert!(pb.is_quiet(Duration::from_millis(300)), "nothing delivered");
 
-    let mut pc = server.connect();
+    let mut pc = d.connect(1);
     pc.login(c);
-    pc.send_raw(
+    pc.send_json(
         format!(
             "{{\"msgid\":6,\"id\":{a},\"name\":\"a\",\"time\":\"1999-01-01 00:00:00\",\"toid\":{b},\"msg\":\"hi\"}}"
         )
@@ -440,9 +409,9 @@ fn c09_identity_comes_from_the_session() {
         other => panic!("{other:?}"),
     }
 
-    pc.send_raw(format!("{{\"msgid\":7,\"id\":{a},\"friendid\":{b}}}").as_bytes());
+    pc.send_json(format!("{{\"msgid\":7,\"id\":{a},\"friendid\":{b}}}").as_bytes());
     assert!(matches!(pc.recv(), ServerMsg::AddFriendAck(_)));
-    let mut pa = server.connect();
+    let mut pa = d.connect(0);
     assert!(
         pa.login(a).friends.is_empty(),
         "the friendship is C's, not A's"
@@ -453,13 +422,11 @@ fn c09_identity_comes_from_the_session() {
     }
 }
 
-#[test]
-fn c10_validation_gives_feedback() {
-    let server = Server::start();
-    let (a, b) = (server.register("a"), server.register("b"));
-    let mut pb = server.connect();
+fn c10_validation_gives_feedback(d: &Deployment) {
+    let (a, b) = (d.register("a"), d.register("b"));
+    let mut pb = d.connect(1);
     pb.login(b);
-    let mut pa = server.connect();
+    let mut pa = d.connect(0);
     pa.login(a);
 
     match pa.call(Request::AddFriend { friend: b }) {
@@ -513,4 +480,51 @@ fn c10_validation_gives_feedback() {
     if let ServerMsg::Error { request, .. } = dup {
         assert_eq!(request, Some(i64::from(MsgId::CreateGroup.code())));
     }
+}
+
+/// Runs every case against one deployment per test.
+macro_rules! cases {
+    ($layers:expr) => {
+        cases!(@each $layers;
+            c01_two_requests_in_one_write_get_two_replies,
+            c01_a_request_split_across_a_pause_is_one_request,
+            c01_nul_terminated_requests_as_the_reference_client_sends,
+            c01_a_thousand_messages_in_one_write_arrive_in_order,
+            c02_malformed_input_is_answered_and_hurts_nobody_else,
+            c03_missing_or_mistyped_fields,
+            c04_one_connection_several_sessions,
+            c05_failed_logins_answer_fast_with_errno_1,
+            c06_text_that_looks_like_sql_is_only_text,
+            c07_sizes_up_to_the_limit_arrive_whole,
+            c08_chinese_and_emoji_round_trip,
+            c09_identity_comes_from_the_session,
+            c10_validation_gives_feedback);
+    };
+    (@each $layers:expr; $($case:ident),*) => {
+        $(
+            #[test]
+            fn $case() {
+                super::$case(&Deployment::start($layers));
+            }
+        )*
+    };
+}
+
+/// One module per deployment, so a failure names it.
+macro_rules! deployments {
+    ($($name:ident => $store:ident, $bus:ident, $framing:ident;)*) => {
+        $(
+            mod $name {
+                use super::*;
+                cases!(Layers { store: StoreKind::$store, bus: BusKind::$bus, framing: Framing::$framing });
+            }
+        )*
+    };
+}
+
+deployments! {
+    single_stream => Sqlite, Local, Stream;
+    single_length => Sqlite, Local, Length;
+    cluster_stream => Mysql, Redis, Stream;
+    cluster_length => Mysql, Redis, Length;
 }

@@ -121,4 +121,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes the given messages of `user` (those that were handed over).
     async fn delete_offline(&self, user: UserId, ids: &[i64]) -> Result<(), StoreError>;
+
+    /// Closes connections and flushes, at shutdown. Nothing by default.
+    async fn close(&self) {}
 }

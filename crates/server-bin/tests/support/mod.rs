@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -41,21 +43,28 @@ impl Server {
         Server::start_in(dir, extra)
     }
 
-    /// A server on the data in `dir` (to restart on the same data).
+    /// A single node on the SQLite data in `dir` (to restart on the same data).
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Server {
         let store = format!("sqlite:{}", dir.path().join("chat.db").display());
+        let mut args: Vec<String> = vec!["--store".into(), store];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Server::spawn(&args, dir)
+    }
+
+    /// A server with exactly these flags (besides port 0 and fast hashes);
+    /// `dir` lives as long as the server.
+    pub fn spawn(args: &[String], dir: tempfile::TempDir) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_chat-server"));
         command
             .args([
                 "--listen",
                 "127.0.0.1:0",
-                "--store",
-                &store,
                 "--password-cost",
                 "fast",
+                "--log",
+                "info",
             ])
-            .args(["--log", "info"])
-            .args(extra)
+            .args(args)
             .env_remove("CHAT_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -79,6 +88,8 @@ impl Server {
             Ok(addr) => addr.parse().expect("listening address parses"),
             Err(_) => {
                 let _ = child.kill();
+                let _ = child.wait();
+                std::thread::sleep(Duration::from_millis(100));
                 panic!(
                     "chat-server did not start: {:#?}",
                     log.lock().expect("log lock")
@@ -146,6 +157,25 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // A clean stop releases the server's presence keys in Redis, so a
+        // test leaves nothing behind; a kill is the fallback.
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Stops the server at once, as a crash would: no clean shutdown.
+    pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -190,6 +220,13 @@ impl Peer {
     pub fn send(&mut self, request: &Request) {
         let bytes = self.frame(request);
         self.send_raw(&bytes);
+    }
+
+    /// Sends a raw JSON payload in this connection's framing.
+    pub fn send_json(&mut self, payload: &[u8]) {
+        let mut out = BytesMut::new();
+        encode_frame(self.framing, payload, &mut out);
+        self.send_raw(&out);
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
