@@ -1,0 +1,34 @@
+//! Why the Redis bus failed.
+//!
+//! The service sees every failure as a [`BusError`]; this type is what it
+//! carries as its source, so that logs say what went wrong with Redis.
+
+use chat_service::BusError;
+
+/// A failure of the Redis bus, carried inside [`BusError::Backend`].
+#[derive(Debug, thiserror::Error)]
+pub enum RedisBusError {
+    /// The configuration cannot work; the message says what to change.
+    #[error("invalid Redis bus configuration: {0}")]
+    Config(String),
+    /// Redis could not be reached within the command timeout, or it
+    /// answered with an error.
+    #[error("Redis: {0}")]
+    Redis(#[from] fred::error::Error),
+    /// Redis answered something this bus cannot have asked for.
+    #[error("unexpected reply from Redis: {0}")]
+    Reply(String),
+    /// A notice could not be written as JSON.
+    #[error("could not encode a notice: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// [`Bus::start`](chat_service::Bus::start) was called a second time,
+    /// or after [`Bus::shutdown`](chat_service::Bus::shutdown).
+    #[error("the Redis bus was already started or has been shut down")]
+    NotStartable,
+}
+
+impl From<RedisBusError> for BusError {
+    fn from(err: RedisBusError) -> BusError {
+        BusError::backend(err)
+    }
+}
