@@ -567,30 +567,33 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let e = decode(r#"{"msgid":6,"to":2,"msg":"hi"}"#).unwrap_err();
+        let e = decode(r#"{"msgid":6,"to":2,"msg":"hi"}"#).expect_err("refused");
         assert_eq!((e.code, e.msgid), (ErrorCode::BadRequest, Some(6)));
         assert!(e.message.contains("`toid`"), "{}", e.message);
-        let e = decode(r#"{"msgid":6,"toid":"12","msg":"hi"}"#).unwrap_err();
+        let e = decode(r#"{"msgid":6,"toid":"12","msg":"hi"}"#).expect_err("refused");
         assert!(
             e.message.contains("`toid` must be an integer"),
             "{}",
             e.message
         );
-        let e = decode(r#"{"msgid":"1"}"#).unwrap_err();
+        let e = decode(r#"{"msgid":"1"}"#).expect_err("refused");
         assert!(e.message.contains("`msgid`"), "{}", e.message);
         assert_eq!(
-            decode(r#"{"msgid":99999}"#).unwrap_err().code,
+            decode(r#"{"msgid":99999}"#).expect_err("refused").code,
             ErrorCode::UnknownMsgId
         );
         assert_eq!(
-            decode(r#"{"msgid":2}"#).unwrap_err().code,
+            decode(r#"{"msgid":2}"#).expect_err("refused").code,
             ErrorCode::UnknownMsgId
         );
-        assert_eq!(decode("[]").unwrap_err().code, ErrorCode::BadRequest);
+        assert_eq!(
+            decode("[]").expect_err("refused").code,
+            ErrorCode::BadRequest
+        );
         assert_eq!(
             JsonCodec
                 .decode_request(b"{\"a\":\"\xff\"}")
-                .unwrap_err()
+                .expect_err("refused")
                 .code,
             ErrorCode::BadRequest
         );
@@ -645,11 +648,11 @@ mod tests {
         }
         let mut out = Vec::new();
         JsonCodec.encode_reply(&sample_login(1), &mut out);
-        let v: Value = serde_json::from_slice(&out).unwrap();
+        let v: Value = serde_json::from_slice(&out).expect("JSON");
         assert!(v["friends"][0].is_string() && v["groups"][0].is_string());
         assert!(v["offlinemsg"][0].is_string());
-        JsonCodec.encode_reply(&sample_login(2), &mut out_clear(&mut out));
-        let v: Value = serde_json::from_slice(&out).unwrap();
+        JsonCodec.encode_reply(&sample_login(2), out_clear(&mut out));
+        let v: Value = serde_json::from_slice(&out).expect("JSON");
         assert!(v["friends"][0].is_object() && v["groups"][0]["users"][0].is_object());
     }
 

@@ -170,64 +170,62 @@ impl FrameDecoder {
     }
 
     fn decode_stream(&mut self, buf: &mut BytesMut) -> Option<Result<Bytes, FrameError>> {
-        loop {
-            if let Some(skip) = self.skipping {
-                let stop = buf.iter().position(|&b| match skip {
-                    Skip::ToLineEnd => b == b'\n' || b == 0,
-                    Skip::ToObject => b == b'{' || is_blank(b),
-                });
-                match stop {
-                    Some(at) => {
-                        buf.advance(at);
-                        self.skipping = None;
-                    }
-                    None => {
-                        buf.clear();
-                        return None;
-                    }
+        if let Some(skip) = self.skipping {
+            let stop = buf.iter().position(|&b| match skip {
+                Skip::ToLineEnd => b == b'\n' || b == 0,
+                Skip::ToObject => b == b'{' || is_blank(b),
+            });
+            match stop {
+                Some(at) => {
+                    buf.advance(at);
+                    self.skipping = None;
                 }
-            }
-
-            if self.scanned == 0 {
-                let Some(start) = buf.iter().position(|b| !is_blank(*b)) else {
+                None => {
                     buf.clear();
                     return None;
-                };
-                buf.advance(start);
-                if buf[0] != b'{' {
-                    self.skipping = Some(Skip::ToObject);
-                    return Some(Err(FrameError::NotAnObject));
                 }
             }
-
-            while self.scanned < buf.len() {
-                let byte = buf[self.scanned];
-                self.scanned += 1;
-                match self.lexer.step(byte) {
-                    Ok(Step::More) => {}
-                    Ok(Step::Done) => {
-                        let frame = buf.split_to(self.scanned).freeze();
-                        self.scanned = 0;
-                        return Some(Ok(frame));
-                    }
-                    Err(reason) => {
-                        let offset = self.scanned - 1;
-                        buf.advance(self.scanned - 1);
-                        self.scanned = 0;
-                        self.lexer = Lexer::default();
-                        self.skipping = Some(Skip::ToLineEnd);
-                        return Some(Err(FrameError::Malformed { offset, reason }));
-                    }
-                }
-                if self.scanned > self.limit {
-                    return Some(Err(FrameError::TooLarge {
-                        size: self.scanned,
-                        limit: self.limit,
-                    }));
-                }
-            }
-            return None;
         }
+
+        if self.scanned == 0 {
+            let Some(start) = buf.iter().position(|b| !is_blank(*b)) else {
+                buf.clear();
+                return None;
+            };
+            buf.advance(start);
+            if buf[0] != b'{' {
+                self.skipping = Some(Skip::ToObject);
+                return Some(Err(FrameError::NotAnObject));
+            }
+        }
+
+        while self.scanned < buf.len() {
+            let byte = buf[self.scanned];
+            self.scanned += 1;
+            match self.lexer.step(byte) {
+                Ok(Step::More) => {}
+                Ok(Step::Done) => {
+                    let frame = buf.split_to(self.scanned).freeze();
+                    self.scanned = 0;
+                    return Some(Ok(frame));
+                }
+                Err(reason) => {
+                    let offset = self.scanned - 1;
+                    buf.advance(self.scanned - 1);
+                    self.scanned = 0;
+                    self.lexer = Lexer::default();
+                    self.skipping = Some(Skip::ToLineEnd);
+                    return Some(Err(FrameError::Malformed { offset, reason }));
+                }
+            }
+            if self.scanned > self.limit {
+                return Some(Err(FrameError::TooLarge {
+                    size: self.scanned,
+                    limit: self.limit,
+                }));
+            }
+        }
+        None
     }
 }
 
