@@ -25,7 +25,7 @@ pub struct DecodeError {
 }
 
 impl DecodeError {
-    fn bad(msgid: Option<i64>, message: impl Into<String>) -> DecodeError {
+    pub(crate) fn bad(msgid: Option<i64>, message: impl Into<String>) -> DecodeError {
         DecodeError {
             msgid,
             code: ErrorCode::BadRequest,

@@ -14,7 +14,11 @@
 //! - [`wire`]: a server connection's [`ServerWire`], which combines the two
 //!   so that every transport treats bytes, and malformed ones, alike;
 //! - [`codec`]: the [`Codec`] trait that turns a frame's payload into a
-//!   message and back, with the JSON implementation [`JsonCodec`].
+//!   message and back, with the JSON implementation [`JsonCodec`];
+//! - [`protobuf`]: [`ProtobufCodec`], the same messages in Protocol
+//!   Buffers, for clients that want a compact typed encoding. Its schema is
+//!   `proto/chat.proto`, compiled by `protox` at build time, so building
+//!   needs cargo alone and no `protoc`.
 //!
 //! ```
 //! use chat_proto::{Codec, FrameDecoder, Framing, JsonCodec, Request};
@@ -34,9 +38,11 @@
 pub mod codec;
 pub mod frame;
 pub mod message;
+pub mod protobuf;
 pub mod wire;
 
 pub use codec::{Codec, DecodeError, JsonCodec};
 pub use frame::{encode_frame, FrameDecoder, FrameError, Framing};
 pub use message::*;
+pub use protobuf::ProtobufCodec;
 pub use wire::{CodecKind, Format, Incoming, ServerWire};
