@@ -20,6 +20,11 @@
 //!   `proto/chat.proto`, compiled by `protox` at build time, so building
 //!   needs cargo alone and no `protoc`.
 //!
+//! Both codecs map to the same [`Request`] and [`ServerMsg`], so the
+//! service never learns which one a connection speaks: [`ServerWire`] picks
+//! it per connection from the first payload byte (`{` is JSON, anything
+//! else protobuf) and answers in kind.
+//!
 //! ```
 //! use chat_proto::{Codec, FrameDecoder, Framing, JsonCodec, Request};
 //! use bytes::BytesMut;
@@ -33,6 +38,21 @@
 //! }
 //! assert_eq!(requests, vec![Request::Ping, Request::Ping]);
 //! assert_eq!(decoder.framing(), Some(Framing::Stream));
+//! ```
+//!
+//! A protobuf client sends the same request length-prefixed:
+//!
+//! ```
+//! use chat_proto::{encode_frame, Codec, Framing, Incoming, ProtobufCodec, Request, ServerWire};
+//! use bytes::BytesMut;
+//!
+//! let mut payload = Vec::new();
+//! ProtobufCodec.encode_request(&Request::Ping, &mut payload);
+//! let mut input = BytesMut::new();
+//! encode_frame(Framing::Length, &payload, &mut input);
+//!
+//! let mut wire = ServerWire::new(64 * 1024);
+//! assert_eq!(wire.next(&mut input), Some(Incoming::Request(Request::Ping)));
 //! ```
 
 pub mod codec;

@@ -11,18 +11,23 @@ use bytes::BytesMut;
 use crate::codec::{Codec, JsonCodec};
 use crate::frame::{encode_frame, FrameDecoder, FrameError, Framing};
 use crate::message::{ErrorCode, Failure, Request, ServerMsg};
+use crate::protobuf::ProtobufCodec;
 
 /// The codec of a payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CodecKind {
     /// JSON with the reference project's field names.
     Json,
-    /// Protocol Buffers (not built into this version of the protocol crate).
+    /// Protocol Buffers: `chat.ClientMessage` in, `chat.ServerMessage` out
+    /// (see [`ProtobufCodec`]).
     Protobuf,
 }
 
 impl CodecKind {
     /// The codec of a payload: JSON if it starts with `{`, else protobuf.
+    ///
+    /// The schema is laid out so that no encoded `ClientMessage` starts
+    /// with `{` (0x7B); `proto/chat.proto` says how.
     pub fn of_payload(payload: &[u8]) -> CodecKind {
         if payload.first() == Some(&b'{') {
             CodecKind::Json
@@ -55,7 +60,8 @@ impl Format {
     pub fn encode(&self, msg: &ServerMsg, out: &mut BytesMut) {
         let mut payload = Vec::with_capacity(128);
         match self.codec {
-            CodecKind::Json | CodecKind::Protobuf => JsonCodec.encode_reply(msg, &mut payload),
+            CodecKind::Json => JsonCodec.encode_reply(msg, &mut payload),
+            CodecKind::Protobuf => ProtobufCodec.encode_reply(msg, &mut payload),
         }
         encode_frame(self.framing, &payload, out);
     }
@@ -121,16 +127,7 @@ impl ServerWire {
         }
         let decoded = match codec {
             CodecKind::Json => JsonCodec.decode_request(&payload),
-            CodecKind::Protobuf => {
-                let failure = Failure::new(
-                    ErrorCode::BadRequest,
-                    "a payload that is not a JSON object needs the protobuf codec, which this server lacks",
-                );
-                return Some(Incoming::Refused(ServerMsg::Error {
-                    request: None,
-                    failure,
-                }));
-            }
+            CodecKind::Protobuf => ProtobufCodec.decode_request(&payload),
         };
         Some(match decoded {
             Ok(request) => Incoming::Request(request),
@@ -142,6 +139,7 @@ impl ServerWire {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::MsgId;
 
     #[test]
     fn requests_and_refusals_in_order() {
@@ -170,5 +168,69 @@ mod tests {
         let mut out = BytesMut::new();
         format.encode(&ServerMsg::Pong, &mut out);
         assert_eq!(&out[..], b"\0\0\0\x0c{\"msgid\":16}");
+    }
+
+    fn protobuf_frame(request: &Request, out: &mut BytesMut) {
+        let mut payload = Vec::new();
+        ProtobufCodec.encode_request(request, &mut payload);
+        encode_frame(Framing::Length, &payload, out);
+    }
+
+    fn bad_request(item: &Incoming) -> bool {
+        matches!(item, Incoming::Refused(ServerMsg::Error { failure, .. }) if failure.code == ErrorCode::BadRequest)
+    }
+
+    #[test]
+    fn length_framed_requests_and_refusals_in_order() {
+        let mut wire = ServerWire::new(1024);
+        let mut buf = BytesMut::new();
+        protobuf_frame(&Request::Ping, &mut buf);
+        encode_frame(Framing::Length, b"\xff\xff\xff", &mut buf);
+        encode_frame(Framing::Length, b"{\"msgid\":17}", &mut buf);
+        encode_frame(Framing::Length, b"", &mut buf);
+        protobuf_frame(&Request::AddGroup { group: 7 }, &mut buf);
+        let mut got = Vec::new();
+        while let Some(item) = wire.next(&mut buf) {
+            got.push(item);
+        }
+        assert_eq!(got.len(), 5, "{got:?}");
+        assert_eq!(got[0], Incoming::Request(Request::Ping));
+        assert!(bad_request(&got[1]), "{:?}", got[1]);
+        assert_eq!(got[2], Incoming::Request(Request::List));
+        assert!(bad_request(&got[3]), "{:?}", got[3]);
+        assert_eq!(got[4], Incoming::Request(Request::AddGroup { group: 7 }));
+        assert_eq!(
+            wire.format(),
+            Some(Format {
+                framing: Framing::Length,
+                codec: CodecKind::Protobuf
+            })
+        );
+    }
+
+    #[test]
+    fn a_protobuf_connection_gets_protobuf_replies() {
+        let mut wire = ServerWire::new(1024);
+        let mut buf = BytesMut::new();
+        protobuf_frame(&Request::Ping, &mut buf);
+        assert_eq!(wire.next(&mut buf), Some(Incoming::Request(Request::Ping)));
+        let format = wire.format().expect("known after a frame");
+
+        let replies = [
+            ServerMsg::Pong,
+            ServerMsg::error(MsgId::OneChat, ErrorCode::NoSuchUser, "no such user"),
+        ];
+        for reply in replies {
+            let mut out = BytesMut::new();
+            format.encode(&reply, &mut out);
+            let mut decoder = crate::FrameDecoder::with_framing(1024, Framing::Length);
+            let payload = decoder
+                .decode(&mut out)
+                .expect("a whole frame")
+                .expect("well framed");
+            assert!(out.is_empty());
+            assert_ne!(payload.first(), Some(&b'{'), "not JSON");
+            assert_eq!(ProtobufCodec.decode_reply(&payload), Ok(reply));
+        }
     }
 }
