@@ -693,6 +693,26 @@ mod tests {
     }
 
     #[test]
+    fn ping_and_pong_are_spelled_as_documented() {
+        // docs/protocol.md shows these bytes; they pin the wire format.
+        let mut out = Vec::new();
+        ProtobufCodec.encode_request(&Request::Ping, &mut out);
+        assert_eq!(out, b"\xb2\x01\x00");
+        out.clear();
+        ProtobufCodec.encode_reply(&ServerMsg::Pong, &mut out);
+        assert_eq!(out, b"\x82\x01\x00");
+        out.clear();
+        ProtobufCodec.encode_request(
+            &Request::OneChat {
+                to: 2,
+                text: "hi".into(),
+            },
+            &mut out,
+        );
+        assert_eq!(out, b"\x32\x06\x08\x02\x12\x02hi");
+    }
+
+    #[test]
     fn no_request_looks_like_json() {
         for request in every_request() {
             let mut out = Vec::new();
