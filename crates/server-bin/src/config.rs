@@ -40,7 +40,7 @@ pub struct Args {
     #[arg(long, env = "CHAT_SERVER_ID", value_name = "ID")]
     pub server_id: Option<String>,
 
-    /// Network transport [default: tokio].
+    /// Network transport: `tokio`, or `mio` (one event loop per thread) [default: tokio].
     #[arg(long, env = "CHAT_TRANSPORT", value_enum)]
     pub transport: Option<Transport>,
 
@@ -79,6 +79,10 @@ pub struct Args {
     /// Seconds a killed server's users stay online in the cluster [default: 30].
     #[arg(long, env = "CHAT_PRESENCE_TTL", value_name = "SECONDS")]
     pub presence_ttl: Option<u64>,
+
+    /// I/O threads of the mio transport [default: number of cores].
+    #[arg(long, env = "CHAT_IO_THREADS", value_name = "N")]
+    pub io_threads: Option<usize>,
 }
 
 /// The transports a server can be built with.
@@ -86,6 +90,7 @@ pub struct Args {
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     Tokio,
+    Mio,
 }
 
 /// Password hash cost, as configured.
@@ -114,6 +119,7 @@ pub struct FileConfig {
     pub mysql_pool: Option<usize>,
     pub redis_prefix: Option<String>,
     pub presence_ttl: Option<u64>,
+    pub io_threads: Option<usize>,
 }
 
 /// Where data is kept.
@@ -147,6 +153,7 @@ pub struct Settings {
     pub mysql_pool: usize,
     pub redis_prefix: String,
     pub presence_ttl: Duration,
+    pub io_threads: usize,
 }
 
 impl Settings {
@@ -204,6 +211,11 @@ impl Settings {
             presence_ttl: Duration::from_secs(
                 args.presence_ttl.or(file.presence_ttl).unwrap_or(30),
             ),
+            io_threads: args.io_threads.or(file.io_threads).unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            }),
         };
         settings.validate()?;
         Ok(settings)
@@ -228,6 +240,9 @@ impl Settings {
         }
         if self.server_id.is_empty() || self.server_id.contains(char::is_whitespace) {
             bail!("server_id must be a non-empty word without spaces");
+        }
+        if self.io_threads == 0 {
+            bail!("io_threads must be at least 1");
         }
         if self.mysql_pool == 0 {
             bail!("mysql_pool must be at least 1");

@@ -53,7 +53,12 @@ async fn run(settings: Settings) -> Result<()> {
     tokio::spawn(stop_on_signal(shutdown.clone()));
 
     match settings.transport {
+        #[cfg(feature = "net-tokio")]
         Transport::Tokio => serve_tokio(&settings, service.clone(), shutdown).await?,
+        #[cfg(feature = "net-mio")]
+        Transport::Mio => serve_mio(&settings, service.clone(), shutdown).await?,
+        #[allow(unreachable_patterns)]
+        other => bail!("this chat-server was built without the {other:?} transport: rebuild with its cargo feature"),
     }
     service.shutdown().await;
     store.close().await;
@@ -61,6 +66,34 @@ async fn run(settings: Settings) -> Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "net-mio")]
+async fn serve_mio(
+    settings: &Settings,
+    service: ChatService,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let listener = std::net::TcpListener::bind(settings.listen)
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let config = chat_net_mio::TransportConfig {
+        max_frame: settings.max_frame,
+        outbound_queue: settings.outbound_queue,
+        idle_timeout: settings.idle_timeout,
+        threads: settings.io_threads,
+    };
+    let server = chat_net_mio::MioServer::start(
+        listener,
+        service,
+        config,
+        tokio::runtime::Handle::current(),
+    )
+    .context("cannot start the mio transport")?;
+    info!(addr = %server.local_addr(), server_id = %settings.server_id, transport = "mio", threads = settings.io_threads, "listening");
+    shutdown.cancelled().await;
+    server.shutdown().await;
+    Ok(())
+}
+
+#[cfg(feature = "net-tokio")]
 async fn serve_tokio(
     settings: &Settings,
     service: ChatService,

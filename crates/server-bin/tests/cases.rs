@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use chat_proto::Framing;
 use chat_proto::{Delivery, ErrorCode, MsgId, Request, ServerMsg};
-use support::cluster::{BusKind, Deployment, Layers, StoreKind};
+use support::cluster::{BusKind, Deployment, Layers, StoreKind, TransportKind};
 use support::{delivered_text, error_code};
 
 fn c01_two_requests_in_one_write_get_two_replies(d: &Deployment) {
@@ -512,19 +512,28 @@ macro_rules! cases {
 
 /// One module per deployment, so a failure names it.
 macro_rules! deployments {
-    ($($name:ident => $store:ident, $bus:ident, $framing:ident;)*) => {
+    ($($name:ident => $transport:ident, $store:ident, $bus:ident, $framing:ident;)*) => {
         $(
             mod $name {
                 use super::*;
-                cases!(Layers { store: StoreKind::$store, bus: BusKind::$bus, framing: Framing::$framing });
+                cases!(Layers {
+                    transport: TransportKind::$transport,
+                    store: StoreKind::$store,
+                    bus: BusKind::$bus,
+                    framing: Framing::$framing,
+                });
             }
         )*
     };
 }
 
 deployments! {
-    single_stream => Sqlite, Local, Stream;
-    single_length => Sqlite, Local, Length;
-    cluster_stream => Mysql, Redis, Stream;
-    cluster_length => Mysql, Redis, Length;
+    tokio_sqlite_local_stream => Tokio, Sqlite, Local, Stream;
+    tokio_sqlite_local_length => Tokio, Sqlite, Local, Length;
+    tokio_mysql_redis_stream => Tokio, Mysql, Redis, Stream;
+    tokio_mysql_redis_length => Tokio, Mysql, Redis, Length;
+    mio_sqlite_local_stream => Mio, Sqlite, Local, Stream;
+    mio_sqlite_local_length => Mio, Sqlite, Local, Length;
+    mio_mysql_redis_stream => Mio, Mysql, Redis, Stream;
+    mio_mysql_redis_length => Mio, Mysql, Redis, Length;
 }

@@ -7,7 +7,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use chat_proto::{Delivery, ErrorCode, Framing, Request, ServerMsg, UserId};
-use support::cluster::{BusKind, Deployment, Layers, Nginx, StoreKind};
+use support::cluster::{BusKind, Deployment, Layers, Nginx, StoreKind, TransportKind};
 use support::{delivered_text, error_code, Peer};
 
 const CLUSTER: Layers = Layers {

@@ -1,5 +1,5 @@
 //! A single server end to end: sessions, groups, framings, limits and the
-//! process's own life (restart, signals).
+//! process's own life (restart, signals), on each transport.
 
 mod support;
 
@@ -8,9 +8,8 @@ use std::time::Duration;
 use chat_proto::{ErrorCode, Presence, Request, Role, ServerMsg};
 use support::{delivered_text, error_code, Server};
 
-#[test]
-fn a_second_login_is_refused_until_the_first_connection_closes() {
-    let server = Server::start();
+fn a_second_login_is_refused_until_the_first_connection_closes(t: &str) {
+    let server = Server::start_with(&["--transport", t]);
     let a = server.register("a");
     let mut first = server.connect();
     first.login(a);
@@ -48,9 +47,8 @@ fn a_second_login_is_refused_until_the_first_connection_closes() {
     }
 }
 
-#[test]
-fn requests_before_login_are_refused_but_ping_works() {
-    let server = Server::start();
+fn requests_before_login_are_refused_but_ping_works(t: &str) {
+    let server = Server::start_with(&["--transport", t]);
     let mut x = server.connect();
     assert_eq!(x.call(Request::Ping), ServerMsg::Pong);
     for request in [
@@ -71,9 +69,8 @@ fn requests_before_login_are_refused_but_ping_works() {
     }
 }
 
-#[test]
-fn registration_rules() {
-    let server = Server::start();
+fn registration_rules(t: &str) {
+    let server = Server::start_with(&["--transport", t]);
     let mut x = server.connect();
     let bad = |name: &str, password: &str| Request::Register {
         name: name.into(),
@@ -100,9 +97,8 @@ fn registration_rules() {
     assert_eq!(error_code(&x.call(bad("dup", "pw"))), ErrorCode::NameTaken);
 }
 
-#[test]
-fn group_chat_reaches_members_live_and_offline() {
-    let server = Server::start();
+fn group_chat_reaches_members_live_and_offline(t: &str) {
+    let server = Server::start_with(&["--transport", t]);
     let (a, b, c, d) = (
         server.register("a"),
         server.register("b"),
@@ -190,9 +186,8 @@ fn group_chat_reaches_members_live_and_offline() {
     );
 }
 
-#[test]
-fn friends_show_their_online_state() {
-    let server = Server::start();
+fn friends_show_their_online_state(t: &str) {
+    let server = Server::start_with(&["--transport", t]);
     let (a, b) = (server.register("a"), server.register("b"));
     let mut pa = server.connect();
     pa.login(a);
@@ -212,9 +207,8 @@ fn friends_show_their_online_state() {
     }
 }
 
-#[test]
-fn reference_clients_get_list_items_as_strings() {
-    let server = Server::start();
+fn reference_clients_get_list_items_as_strings(t: &str) {
+    let server = Server::start_with(&["--transport", t]);
     let (a, b) = (server.register("a"), server.register("b"));
     let mut pa = server.connect();
     pa.login(a);
@@ -251,9 +245,8 @@ fn reference_clients_get_list_items_as_strings() {
     );
 }
 
-#[test]
-fn length_prefixed_clients_chat_with_stream_clients() {
-    let server = Server::start();
+fn length_prefixed_clients_chat_with_stream_clients(t: &str) {
+    let server = Server::start_with(&["--transport", t]);
     let mut pa = server.connect_length();
     let a = pa.register("a", "pw");
     let b = server.register("b");
@@ -266,9 +259,8 @@ fn length_prefixed_clients_chat_with_stream_clients() {
     assert_eq!(delivered_text(&pa.recv()), "from a stream client");
 }
 
-#[test]
-fn a_silent_client_is_disconnected_and_logged_out() {
-    let server = Server::start_with(&["--idle-timeout", "5"]);
+fn a_silent_client_is_disconnected_and_logged_out(t: &str) {
+    let server = Server::start_with(&["--transport", t, "--idle-timeout", "5"]);
     let a = server.register("a");
     let mut silent = server.connect();
     silent.login(a);
@@ -288,9 +280,8 @@ fn a_silent_client_is_disconnected_and_logged_out() {
     pinger.login(a);
 }
 
-#[test]
-fn a_client_that_stops_reading_is_cut_off_and_its_messages_kept() {
-    let server = Server::start_with(&["--outbound-queue", "16"]);
+fn a_client_that_stops_reading_is_cut_off_and_its_messages_kept(t: &str) {
+    let server = Server::start_with(&["--transport", t, "--outbound-queue", "16"]);
     let (a, b) = (server.register("a"), server.register("b"));
     let mut pb = server.connect();
     pb.login(b);
@@ -313,9 +304,8 @@ fn a_client_that_stops_reading_is_cut_off_and_its_messages_kept() {
     assert_eq!(delivered_text(&ServerMsg::Deliver(last.clone())), "last");
 }
 
-#[test]
-fn data_survives_a_restart_and_sigterm_is_clean() {
-    let server = Server::start();
+fn data_survives_a_restart_and_sigterm_is_clean(t: &str) {
+    let server = Server::start_with(&["--transport", t]);
     let (a, b) = (server.register("a"), server.register("b"));
     let mut pa = server.connect();
     pa.login(a);
@@ -333,7 +323,7 @@ fn data_survives_a_restart_and_sigterm_is_clean() {
         "connections are closed at shutdown"
     );
 
-    let server = Server::start_in(dir, &[]);
+    let server = Server::start_in(dir, &["--transport", t]);
     let mut pb = server.connect();
     let login = pb.login(b);
     assert_eq!(login.friends[0].id, a);
@@ -344,3 +334,54 @@ fn data_survives_a_restart_and_sigterm_is_clean() {
     let mut pa = server.connect();
     pa.login(a);
 }
+
+macro_rules! transports {
+    ($($transport:ident),*) => {
+        $(
+            mod $transport {
+                #[test]
+                fn a_second_login_is_refused_until_the_first_connection_closes() {
+                    super::a_second_login_is_refused_until_the_first_connection_closes(stringify!($transport));
+                }
+                #[test]
+                fn requests_before_login_are_refused_but_ping_works() {
+                    super::requests_before_login_are_refused_but_ping_works(stringify!($transport));
+                }
+                #[test]
+                fn registration_rules() {
+                    super::registration_rules(stringify!($transport));
+                }
+                #[test]
+                fn group_chat_reaches_members_live_and_offline() {
+                    super::group_chat_reaches_members_live_and_offline(stringify!($transport));
+                }
+                #[test]
+                fn friends_show_their_online_state() {
+                    super::friends_show_their_online_state(stringify!($transport));
+                }
+                #[test]
+                fn reference_clients_get_list_items_as_strings() {
+                    super::reference_clients_get_list_items_as_strings(stringify!($transport));
+                }
+                #[test]
+                fn length_prefixed_clients_chat_with_stream_clients() {
+                    super::length_prefixed_clients_chat_with_stream_clients(stringify!($transport));
+                }
+                #[test]
+                fn a_silent_client_is_disconnected_and_logged_out() {
+                    super::a_silent_client_is_disconnected_and_logged_out(stringify!($transport));
+                }
+                #[test]
+                fn a_client_that_stops_reading_is_cut_off_and_its_messages_kept() {
+                    super::a_client_that_stops_reading_is_cut_off_and_its_messages_kept(stringify!($transport));
+                }
+                #[test]
+                fn data_survives_a_restart_and_sigterm_is_clean() {
+                    super::data_survives_a_restart_and_sigterm_is_clean(stringify!($transport));
+                }
+            }
+        )*
+    };
+}
+
+transports!(tokio, mio);

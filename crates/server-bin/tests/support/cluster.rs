@@ -25,9 +25,17 @@ pub enum BusKind {
     Redis,
 }
 
+/// Which transport the servers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    Tokio,
+    Mio,
+}
+
 /// The layers of a deployment and the clients' framing.
 #[derive(Debug, Clone, Copy)]
 pub struct Layers {
+    pub transport: TransportKind,
     pub store: StoreKind,
     pub bus: BusKind,
     pub framing: Framing,
@@ -92,6 +100,16 @@ impl Deployment {
         let servers = (0..count)
             .map(|i| {
                 let mut args: Vec<String> = vec!["--store".into(), store.clone()];
+                let transport = match layers.transport {
+                    TransportKind::Tokio => "tokio",
+                    TransportKind::Mio => "mio",
+                };
+                args.extend([
+                    "--transport".into(),
+                    transport.into(),
+                    "--io-threads".into(),
+                    "2".into(),
+                ]);
                 if layers.bus == BusKind::Redis {
                     args.extend([
                         "--bus".into(),
