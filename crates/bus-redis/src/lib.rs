@@ -136,11 +136,12 @@ use envelope::EncodedNotice;
 use presence::Presence;
 use receive::Inbox;
 
-/// Capacity of each of fred's event channels (messages, reconnects, errors,
-/// …). The forwarder empties the message channel as fast as Redis fills it,
-/// so this only has to absorb the moments it is not scheduled; the real
-/// buffer is the inbound queue, which unlike these is not allocated whole
-/// at start-up.
+/// Capacity of each of the subscriber's event channels (messages,
+/// reconnects, errors, …), allocated whole at start-up: about 170 bytes a
+/// message, under 4 MB in all. The forwarder empties the message channel as
+/// fast as Redis fills it, so this only has to absorb the moments it is not
+/// scheduled; the real buffer is the inbound queue, which grows as it
+/// fills. The command client receives no messages and keeps fred's default.
 const EVENT_CAPACITY: usize = 4096;
 
 /// Reconnect backoff: first retry after 100 ms, doubling up to 2 s, for
@@ -429,15 +430,11 @@ impl Bus for RedisBus {
         // for offline those it can no longer deliver; closing the
         // subscriber ends the forwarder, and the queue then runs dry.
         lock(&shared.inbox).take();
-        if let Err(e) = shared.subscriber.quit().await {
-            debug!(error = %e, "subscriber quit");
-        }
+        quit(&shared.subscriber, shared.config.command_timeout).await;
         for task in [tasks.forward, tasks.dispatch].into_iter().flatten() {
             finish(task, SHUTDOWN_DRAIN).await;
         }
-        if let Err(e) = shared.commands.quit().await {
-            debug!(error = %e, "command connection quit");
-        }
+        quit(&shared.commands, shared.config.command_timeout).await;
         for task in tasks.connections {
             finish(task, shared.config.command_timeout).await;
         }
@@ -450,7 +447,11 @@ impl Drop for RedisBus {
         // Without a shutdown this is a crash as far as the cluster can
         // tell: connections close, presence is left to expire.
         let tasks = std::mem::take(&mut *self.tasks());
-        let handles = tasks.upkeep.iter().chain(&tasks.forward).chain(&tasks.dispatch);
+        let handles = tasks
+            .upkeep
+            .iter()
+            .chain(&tasks.forward)
+            .chain(&tasks.dispatch);
         for task in handles {
             task.abort();
         }
@@ -479,10 +480,7 @@ impl Shared {
 fn clients(config: &RedisBusConfig) -> Result<(Client, SubscriberClient), fred::error::Error> {
     let mut builder = Builder::from_config(Config::from_url(&config.url)?);
     builder
-        .with_performance_config(|perf| {
-            perf.default_command_timeout = config.command_timeout;
-            perf.broadcast_channel_capacity = EVENT_CAPACITY;
-        })
+        .with_performance_config(|perf| perf.default_command_timeout = config.command_timeout)
         .with_connection_config(|connection| {
             connection.connection_timeout = config.command_timeout;
             connection.internal_command_timeout = config.command_timeout;
@@ -493,7 +491,19 @@ fn clients(config: &RedisBusConfig) -> Result<(Client, SubscriberClient), fred::
             RECONNECT_MAX_MS,
             2,
         ));
-    Ok((builder.build()?, builder.build_subscriber_client()?))
+    let commands = builder.build()?;
+    builder.with_performance_config(|perf| perf.broadcast_channel_capacity = EVENT_CAPACITY);
+    Ok((commands, builder.build_subscriber_client()?))
+}
+
+/// Closes a client's connection; while Redis is away there is nothing to
+/// close politely, and the connection task is ended after this anyway.
+async fn quit(client: &impl ClientLike, within: Duration) {
+    match tokio::time::timeout(within, client.quit()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => debug!(error = %e, "QUIT failed"),
+        Err(_) => debug!("QUIT timed out"),
+    }
 }
 
 /// Waits for a task to end by itself, then ends it.

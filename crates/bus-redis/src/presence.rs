@@ -206,10 +206,7 @@ impl Presence {
     }
 
     fn keys(&self, users: &[UserId]) -> Vec<String> {
-        users
-            .iter()
-            .map(|u| self.config.presence_key(*u))
-            .collect()
+        users.iter().map(|u| self.config.presence_key(*u)).collect()
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, HashSet<UserId>> {
@@ -223,7 +220,9 @@ impl Presence {
 fn sort_changes(batch: &[UserId], changed: &[i64], renewal: &mut Renewal) {
     for &code in changed {
         let position = usize::try_from(code.unsigned_abs()).ok();
-        let Some(&user) = position.and_then(|p| p.checked_sub(1)).and_then(|i| batch.get(i))
+        let Some(&user) = position
+            .and_then(|p| p.checked_sub(1))
+            .and_then(|i| batch.get(i))
         else {
             continue;
         };

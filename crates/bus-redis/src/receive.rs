@@ -129,18 +129,29 @@ fn decode(shared: &Shared, message: &Message) -> Option<envelope::Envelope> {
 pub(crate) async fn watch_subscriber(shared: Arc<Shared>) {
     let mut reconnects = shared.subscriber.reconnect_rx();
     let mut errors = shared.subscriber.error_rx();
+    // Reconnect attempts fail as often as the backoff allows while Redis
+    // is away: warn once per outage, not at every attempt.
+    let mut down = false;
     loop {
         tokio::select! {
             event = reconnects.recv() => match event {
                 // A missed event is still a reconnect to act on.
                 Ok(_) | Err(RecvError::Lagged(_)) => {
+                    down = false;
                     info!(connection = "subscriber", "reconnected to Redis");
                     resubscribe(&shared).await;
                 }
                 Err(RecvError::Closed) => break,
             },
             event = errors.recv() => match event {
-                Ok((e, _)) => warn!(connection = "subscriber", error = %e, "Redis connection failed"),
+                Ok((e, _)) => {
+                    if down {
+                        debug!(connection = "subscriber", error = %e, "still no Redis");
+                    } else {
+                        warn!(connection = "subscriber", error = %e, "Redis connection failed; reconnecting");
+                    }
+                    down = true;
+                }
                 Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => break,
             },

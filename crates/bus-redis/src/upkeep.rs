@@ -61,17 +61,28 @@ async fn renew_once(shared: &Shared) {
 pub(crate) async fn watch_commands(shared: Arc<Shared>) {
     let mut reconnects = shared.commands.reconnect_rx();
     let mut errors = shared.commands.error_rx();
+    // Reconnect attempts fail as often as the backoff allows while Redis
+    // is away: warn once per outage, not at every attempt.
+    let mut down = false;
     loop {
         tokio::select! {
             event = reconnects.recv() => match event {
                 Ok(_) | Err(RecvError::Lagged(_)) => {
+                    down = false;
                     info!(connection = "commands", "reconnected to Redis");
                     shared.renew_now.notify_one();
                 }
                 Err(RecvError::Closed) => break,
             },
             event = errors.recv() => match event {
-                Ok((e, _)) => warn!(connection = "commands", error = %e, "Redis connection failed"),
+                Ok((e, _)) => {
+                    if down {
+                        debug!(connection = "commands", error = %e, "still no Redis");
+                    } else {
+                        warn!(connection = "commands", error = %e, "Redis connection failed; reconnecting");
+                    }
+                    down = true;
+                }
                 Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => break,
             },
