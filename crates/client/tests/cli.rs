@@ -16,11 +16,16 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use tokio::time::timeout;
 
-/// Runs the binary against `addr` with `script` on its standard input;
-/// what it printed.
+/// Runs the binary against `addr` with `script` on its standard input.
 async fn run(addr: &str, script: &str) -> String {
+    run_with(&["--addr", addr], script).await
+}
+
+/// Runs the binary with `args` and `script` on its standard input; what it
+/// printed.
+async fn run_with(args: &[&str], script: &str) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_chat-client"))
-        .args(["--addr", addr])
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -219,4 +224,21 @@ async fn no_server_is_told_and_nothing_hangs() {
         out.contains("not sent: not connected to the server"),
         "{out}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn protobuf_speaks_the_same_chat() {
+    let server = FakeServer::start(chat_server).await;
+    let addr = server.addr.to_string();
+    let out = run_with(
+        &["--addr", &addr, "--codec", "protobuf"],
+        "/login 12 pw\n/msg 13 你好\n",
+    )
+    .await;
+    assert!(out.contains("logged in as 张三 (12)"), "{out}");
+    assert!(
+        out.contains("[2026-12-03 19:20:01] 李四 (13): echo: 你好"),
+        "{out}"
+    );
+    assert_eq!(server.framings(), vec![chat_proto::Framing::Length]);
 }

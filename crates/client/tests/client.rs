@@ -1,5 +1,6 @@
 //! The library against a fake server: pairing of replies with requests
-//! when deliveries come in between, both framings, heartbeats, and how the
+//! when deliveries come in between, both framings and both codecs,
+//! heartbeats, and how the
 //! end of a connection shows.
 
 mod support;
@@ -8,7 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_client::{is_delivery, Client, ClientConfig, ClientError, CloseReason};
-use chat_proto::{ChatMessage, Delivery, ErrorCode, Framing, MsgId, Request, ServerMsg};
+use chat_proto::{
+    ChatMessage, Codec, Delivery, ErrorCode, Framing, JsonCodec, MsgId, ProtobufCodec, Request,
+    ServerMsg,
+};
 use futures::StreamExt;
 use support::{ordinary, Answer, FakeServer};
 use tokio::time::timeout;
@@ -20,6 +24,15 @@ fn config(server: &FakeServer, framing: Framing) -> ClientConfig {
         framing,
         ..ClientConfig::new(server.addr.to_string())
     }
+}
+
+/// Every framing and codec a client can speak.
+fn wire_formats() -> [(Framing, Arc<dyn Codec>); 3] {
+    [
+        (Framing::Stream, Arc::new(JsonCodec)),
+        (Framing::Length, Arc::new(JsonCodec)),
+        (Framing::Length, Arc::new(ProtobufCodec)),
+    ]
 }
 
 fn chat(from: i64, text: &str) -> ServerMsg {
@@ -63,12 +76,15 @@ async fn next_event(client: &Client) -> ServerMsg {
 }
 
 #[tokio::test]
-async fn replies_pair_with_requests_around_deliveries_in_both_framings() {
-    for framing in [Framing::Stream, Framing::Length] {
+async fn replies_pair_with_requests_around_deliveries_in_every_wire_format() {
+    for (framing, codec) in wire_formats() {
         let server = FakeServer::start(registrar).await;
-        let client = Client::connect(config(&server, framing))
-            .await
-            .expect("connected");
+        let client = Client::connect(ClientConfig {
+            codec,
+            ..config(&server, framing)
+        })
+        .await
+        .expect("connected");
 
         assert_eq!(register(&client, "abc").await, ServerMsg::RegAck(Ok(3)));
         assert_eq!(next_event(&client).await, chat(7, "before abc"));

@@ -1,5 +1,5 @@
 //! A fake chat server for the tests: it speaks the real wire protocol
-//! through `chat-proto`, but answers each request with whatever the test
+//! through `chat-proto` (both framings, both codecs), but answers each request with whatever the test
 //! scripts, so the client is tested alone, with faults no real server
 //! would produce on demand.
 
@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
-use chat_proto::{encode_frame, Codec, FrameDecoder, Framing, JsonCodec, Request, ServerMsg};
+use chat_proto::{
+    encode_frame, Codec, FrameDecoder, Framing, JsonCodec, ProtobufCodec, Request, ServerMsg,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -103,7 +105,12 @@ async fn serve(mut stream: TcpStream, n: usize, script: Arc<Script>, seen: Arc<S
                 seen.framings.lock().expect("not poisoned").push(framing);
                 noted = true;
             }
-            let request = JsonCodec
+            // As a real server does, the payload's first byte tells the codec.
+            let codec: &dyn Codec = match payload.first() {
+                Some(b'{') => &JsonCodec,
+                _ => &ProtobufCodec,
+            };
+            let request = codec
                 .decode_request(&payload)
                 .expect("the client sends well-formed requests");
             seen.requests
@@ -116,7 +123,7 @@ async fn serve(mut stream: TcpStream, n: usize, script: Arc<Script>, seen: Arc<S
                 Answer::Send(msgs) => {
                     for msg in msgs {
                         let mut payload = Vec::new();
-                        JsonCodec.encode_reply(&msg, &mut payload);
+                        codec.encode_reply(&msg, &mut payload);
                         encode_frame(framing, &payload, &mut out);
                     }
                 }

@@ -15,11 +15,12 @@ mod session;
 mod terminal;
 
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use chat_client::{ClientConfig, DEFAULT_ADDR};
-use chat_proto::Framing;
+use chat_proto::{Codec, Framing, JsonCodec, ProtobufCodec};
 use clap::{Parser, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
@@ -35,9 +36,16 @@ struct Args {
 
     /// How messages are delimited on the wire: `stream` is bare JSON
     /// objects (what a person types into nc), `length` puts a 4-byte
-    /// big-endian length before each.
-    #[arg(long, env = "CHAT_FRAMING", value_enum, default_value_t = FramingArg::Stream)]
-    framing: FramingArg,
+    /// big-endian length before each. The default is `stream` for JSON and
+    /// `length` for protobuf, which has no other.
+    #[arg(long, env = "CHAT_FRAMING", value_enum)]
+    framing: Option<FramingArg>,
+
+    /// How each message is encoded: `json`, the reference project's
+    /// messages, or `protobuf`, the compact encoding of the project's
+    /// schema.
+    #[arg(long, env = "CHAT_CODEC", value_enum, default_value_t = CodecArg::Json)]
+    codec: CodecArg,
 
     /// Seconds of silence after which a heartbeat is sent, so that a load
     /// balancer's idle timeout never cuts the connection; 0 turns it off.
@@ -65,12 +73,36 @@ enum FramingArg {
     Length,
 }
 
-impl From<FramingArg> for Framing {
-    fn from(arg: FramingArg) -> Framing {
-        match arg {
-            FramingArg::Stream => Framing::Stream,
-            FramingArg::Length => Framing::Length,
-        }
+/// The codecs, as spelled on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CodecArg {
+    Json,
+    Protobuf,
+}
+
+impl Args {
+    /// The connection settings the flags ask for, if they make sense
+    /// together.
+    fn client_config(&self) -> anyhow::Result<ClientConfig> {
+        let (framing, codec): (Framing, Arc<dyn Codec>) = match (self.codec, self.framing) {
+            (CodecArg::Json, None | Some(FramingArg::Stream)) => {
+                (Framing::Stream, Arc::new(JsonCodec))
+            }
+            (CodecArg::Json, Some(FramingArg::Length)) => (Framing::Length, Arc::new(JsonCodec)),
+            (CodecArg::Protobuf, None | Some(FramingArg::Length)) => {
+                (Framing::Length, Arc::new(ProtobufCodec))
+            }
+            (CodecArg::Protobuf, Some(FramingArg::Stream)) => {
+                bail!("protobuf messages need `--framing length`: the stream framing is for JSON")
+            }
+        };
+        Ok(ClientConfig {
+            framing,
+            codec,
+            heartbeat: Duration::from_secs(self.heartbeat),
+            connect_timeout: Duration::from_secs(5),
+            ..ClientConfig::new(self.addr.clone())
+        })
     }
 }
 
@@ -83,12 +115,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
 
-    let config = ClientConfig {
-        framing: args.framing.into(),
-        heartbeat: Duration::from_secs(args.heartbeat),
-        connect_timeout: Duration::from_secs(5),
-        ..ClientConfig::new(args.addr)
-    };
+    let config = args.client_config()?;
 
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let face = match interactive {
@@ -110,4 +137,32 @@ fn main() -> anyhow::Result<()> {
         eprintln!("the printing thread failed");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> anyhow::Result<ClientConfig> {
+        let args = Args::try_parse_from([&["chat-client"], args].concat())?;
+        args.client_config()
+    }
+
+    #[test]
+    fn framing_follows_the_codec_unless_given() -> anyhow::Result<()> {
+        assert_eq!(config(&[])?.framing, Framing::Stream);
+        assert_eq!(config(&["--framing", "length"])?.framing, Framing::Length);
+        assert_eq!(config(&["--codec", "protobuf"])?.framing, Framing::Length);
+        let error = config(&["--codec", "protobuf", "--framing", "stream"]);
+        assert!(error.is_err_and(|e| e.to_string().contains("--framing length")));
+        Ok(())
+    }
+
+    #[test]
+    fn flags_reach_the_configuration() -> anyhow::Result<()> {
+        let config = config(&["--addr", "10.0.0.1:8000", "--heartbeat", "0"])?;
+        assert_eq!(config.addr, "10.0.0.1:8000");
+        assert!(config.heartbeat.is_zero());
+        Ok(())
+    }
 }
