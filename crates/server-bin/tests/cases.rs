@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use chat_proto::Framing;
 use chat_proto::{Delivery, ErrorCode, MsgId, Request, ServerMsg};
 use support::cluster::{BusKind, Deployment, Layers, StoreKind, TransportKind};
-use support::{delivered_text, error_code};
+use support::{delivered_text, error_code, Wire};
 
 fn c01_two_requests_in_one_write_get_two_replies(d: &Deployment) {
     let mut x = d.connect(0);
@@ -382,6 +382,8 @@ fn c09_identity_comes_from_the_session(d: &Deployment) {
     pb.login(b);
 
     let mut stranger = d.connect(1);
+    // The first frame sets the connection's codec for its replies.
+    assert_eq!(stranger.call(Request::Ping), ServerMsg::Pong);
     stranger.send_json(
         format!("{{\"msgid\":6,\"id\":{a},\"toid\":{b},\"msg\":\"forged\"}}").as_bytes(),
     );
@@ -512,7 +514,7 @@ macro_rules! cases {
 
 /// One module per deployment, so a failure names it.
 macro_rules! deployments {
-    ($($name:ident => $transport:ident, $store:ident, $bus:ident, $framing:ident;)*) => {
+    ($($name:ident => $transport:ident, $store:ident, $bus:ident, $wire:ident;)*) => {
         $(
             mod $name {
                 use super::*;
@@ -520,7 +522,7 @@ macro_rules! deployments {
                     transport: TransportKind::$transport,
                     store: StoreKind::$store,
                     bus: BusKind::$bus,
-                    framing: Framing::$framing,
+                    wire: Wire::$wire,
                 });
             }
         )*
@@ -528,12 +530,16 @@ macro_rules! deployments {
 }
 
 deployments! {
-    tokio_sqlite_local_stream => Tokio, Sqlite, Local, Stream;
-    tokio_sqlite_local_length => Tokio, Sqlite, Local, Length;
-    tokio_mysql_redis_stream => Tokio, Mysql, Redis, Stream;
-    tokio_mysql_redis_length => Tokio, Mysql, Redis, Length;
-    mio_sqlite_local_stream => Mio, Sqlite, Local, Stream;
-    mio_sqlite_local_length => Mio, Sqlite, Local, Length;
-    mio_mysql_redis_stream => Mio, Mysql, Redis, Stream;
-    mio_mysql_redis_length => Mio, Mysql, Redis, Length;
+    tokio_sqlite_local_json_stream => Tokio, Sqlite, Local, JsonStream;
+    tokio_sqlite_local_json_length => Tokio, Sqlite, Local, JsonLength;
+    tokio_sqlite_local_protobuf => Tokio, Sqlite, Local, Protobuf;
+    tokio_mysql_redis_json_stream => Tokio, Mysql, Redis, JsonStream;
+    tokio_mysql_redis_json_length => Tokio, Mysql, Redis, JsonLength;
+    tokio_mysql_redis_protobuf => Tokio, Mysql, Redis, Protobuf;
+    mio_sqlite_local_json_stream => Mio, Sqlite, Local, JsonStream;
+    mio_sqlite_local_json_length => Mio, Sqlite, Local, JsonLength;
+    mio_sqlite_local_protobuf => Mio, Sqlite, Local, Protobuf;
+    mio_mysql_redis_json_stream => Mio, Mysql, Redis, JsonStream;
+    mio_mysql_redis_json_length => Mio, Mysql, Redis, JsonLength;
+    mio_mysql_redis_protobuf => Mio, Mysql, Redis, Protobuf;
 }

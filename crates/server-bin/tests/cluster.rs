@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use chat_proto::{Delivery, ErrorCode, Framing, Request, ServerMsg, UserId};
 use support::cluster::{BusKind, Deployment, Layers, Nginx, StoreKind, TransportKind};
-use support::{delivered_text, error_code, Peer};
+use support::{delivered_text, error_code, Peer, Wire};
 
 const CLUSTER: Layers = Layers {
     store: StoreKind::Mysql,
     bus: BusKind::Redis,
-    framing: Framing::Stream,
+    wire: Wire::JsonStream,
 };
 
 fn login(peer: &mut Peer, id: UserId) -> ServerMsg {
@@ -286,5 +286,41 @@ fn text(d: &Delivery) -> &str {
     match d {
         Delivery::One(m) => &m.text,
         Delivery::Group(m) => &m.text,
+    }
+}
+
+#[test]
+fn clients_of_every_codec_talk_to_each_other_on_one_server_and_across() {
+    let cluster = Deployment::start(CLUSTER);
+    let wires = [Wire::JsonStream, Wire::JsonLength, Wire::Protobuf];
+    let ids: Vec<UserId> = (0..wires.len() * 2)
+        .map(|i| cluster.register(&format!("u{i}")))
+        .collect();
+    // User i speaks wires[i % 3] on server i % 2: every pair of codecs
+    // meets on one server and across the two.
+    let mut peers: Vec<Peer> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let mut peer = Peer::connect_wire(cluster.servers[i % 2].addr, wires[i % wires.len()]);
+            peer.login(*id);
+            peer
+        })
+        .collect();
+    for from in 0..peers.len() {
+        for to in 0..peers.len() {
+            if from == to {
+                continue;
+            }
+            let text = format!("{from}→{to} 你好😀");
+            peers[from].chat(ids[to], &text);
+            assert_eq!(
+                delivered_text(&peers[to].recv()),
+                text,
+                "{:?} to {:?}",
+                wires[from % 3],
+                wires[to % 3]
+            );
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chat_proto::{Framing, UserId};
 
-use super::{Peer, Server};
+use super::{Peer, Server, Wire};
 
 /// Which store the servers use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +38,7 @@ pub struct Layers {
     pub transport: TransportKind,
     pub store: StoreKind,
     pub bus: BusKind,
-    pub framing: Framing,
+    pub wire: Wire,
 }
 
 /// One or more servers sharing a store and a bus.
@@ -134,10 +134,7 @@ impl Deployment {
     /// A client on server `n` (modulo the number of servers), so that
     /// users 0 and 1 of a test are on different servers in a cluster.
     pub fn connect(&self, n: usize) -> Peer {
-        Peer::connect(
-            self.servers[n % self.servers.len()].addr,
-            self.layers.framing,
-        )
+        Peer::connect_wire(self.servers[n % self.servers.len()].addr, self.layers.wire)
     }
 
     /// A client on server `n` with a framing of its own.

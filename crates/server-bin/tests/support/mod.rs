@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use chat_proto::{
-    encode_frame, Codec, FrameDecoder, Framing, JsonCodec, LoginOk, Request, ServerMsg, UserId,
+    encode_frame, Codec, FrameDecoder, Framing, JsonCodec, LoginOk, ProtobufCodec, Request,
+    ServerMsg, UserId,
 };
 
 /// How long a test waits for any one reply before it fails.
@@ -186,22 +187,52 @@ fn field(line: &str, key: &str) -> Option<String> {
     Some(line[start..].split_whitespace().next()?.to_owned())
 }
 
+/// What a test client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    JsonStream,
+    JsonLength,
+    Protobuf,
+}
+
+impl Wire {
+    pub fn json(framing: Framing) -> Wire {
+        match framing {
+            Framing::Stream => Wire::JsonStream,
+            Framing::Length => Wire::JsonLength,
+        }
+    }
+}
+
 /// One client connection, read with a timeout.
 pub struct Peer {
     pub stream: TcpStream,
     framing: Framing,
+    codec: &'static dyn Codec,
     decoder: FrameDecoder,
     buf: BytesMut,
     pending: Option<Vec<u8>>,
 }
 
 impl Peer {
+    /// A JSON client with the given framing.
     pub fn connect(addr: SocketAddr, framing: Framing) -> Peer {
+        Peer::connect_wire(addr, Wire::json(framing))
+    }
+
+    /// A client speaking `wire`.
+    pub fn connect_wire(addr: SocketAddr, wire: Wire) -> Peer {
+        let (framing, codec): (Framing, &'static dyn Codec) = match wire {
+            Wire::JsonStream => (Framing::Stream, &JsonCodec),
+            Wire::JsonLength => (Framing::Length, &JsonCodec),
+            Wire::Protobuf => (Framing::Length, &ProtobufCodec),
+        };
         let stream = TcpStream::connect(addr).expect("connects");
         stream.set_nodelay(true).expect("nodelay");
         Peer {
             stream,
             framing,
+            codec,
             decoder: FrameDecoder::with_framing(16 * 1024 * 1024, framing),
             buf: BytesMut::new(),
             pending: None,
@@ -211,7 +242,7 @@ impl Peer {
     /// Bytes that `request` is sent as, framed.
     pub fn frame(&self, request: &Request) -> Vec<u8> {
         let mut payload = Vec::new();
-        JsonCodec.encode_request(request, &mut payload);
+        self.codec.encode_request(request, &mut payload);
         let mut out = BytesMut::new();
         encode_frame(self.framing, &payload, &mut out);
         out.to_vec()
@@ -268,7 +299,7 @@ impl Peer {
     /// The next message; panics if the connection closed.
     pub fn recv(&mut self) -> ServerMsg {
         let payload = self.recv_payload().expect("connection is open");
-        JsonCodec.decode_reply(&payload).unwrap_or_else(|e| {
+        self.codec.decode_reply(&payload).unwrap_or_else(|e| {
             panic!(
                 "undecodable reply {:?}: {e}",
                 String::from_utf8_lossy(&payload)
