@@ -11,6 +11,7 @@ use support::cluster::{BusKind, Deployment, Layers, Nginx, StoreKind, TransportK
 use support::{delivered_text, error_code, Peer, Wire};
 
 const CLUSTER: Layers = Layers {
+    transport: TransportKind::Tokio,
     store: StoreKind::Mysql,
     bus: BusKind::Redis,
     wire: Wire::JsonStream,
