@@ -160,8 +160,11 @@ impl Drop for Server {
     fn drop(&mut self) {
         // A clean stop releases the server's presence keys in Redis, so a
         // test leaves nothing behind; a kill is the fallback.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = Command::new("kill").args(["-TERM", &pid]).stderr(Stdio::null()).status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
