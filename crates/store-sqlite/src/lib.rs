@@ -69,7 +69,7 @@ impl SqliteStore {
         let path = path.as_ref();
         let conn = Connection::open(path).map_err(StoreError::backend)?;
         let store = SqliteStore::start(conn)?;
-        tracing::info!(path = %path.display(), "opened SQLite store");
+        tracing::debug!(path = %path.display(), "opened SQLite store");
         Ok(store)
     }
 
