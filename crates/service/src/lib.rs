@@ -14,14 +14,18 @@
 //! back through its [`Outbound`].
 
 pub mod bus;
+mod memory;
 pub mod outbound;
 mod password;
 mod service;
 pub mod store;
-#[cfg(feature = "store-suite")]
+// The crate's own tests run the suite against `MemoryStore`, with or
+// without the feature.
+#[cfg(any(test, feature = "store-suite"))]
 pub mod store_suite;
 
 pub use bus::{Bus, BusError, Inbound, Notice};
+pub use memory::MemoryStore;
 pub use outbound::Outbound;
 pub use password::PasswordCost;
 pub use service::{
