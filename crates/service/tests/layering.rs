@@ -29,14 +29,39 @@ fn the_service_depends_on_no_concrete_layer() {
     // build of it would; workspace-wide metadata would show the features
     // that other crates turn on for shared dependencies such as tokio.
     let output = Command::new(env!("CARGO"))
-        .args(["tree", "-p", "chat-service", "-e", "normal", "--prefix", "none", "--offline"])
+        .args([
+            "tree",
+            "-p",
+            "chat-service",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+            "--offline",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo runs");
-    assert!(output.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let tree = String::from_utf8(output.stdout).expect("cargo prints UTF-8");
-    let crates: Vec<&str> = tree.lines().filter_map(|line| line.split_whitespace().next()).collect();
-    assert!(crates.contains(&"chat-service"), "unexpected output: {tree}");
-    let found: Vec<&&str> = FORBIDDEN.iter().filter(|name| crates.contains(name)).collect();
-    assert!(found.is_empty(), "chat-service depends on {found:?}:\n{tree}");
+    let crates: Vec<&str> = tree
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    assert!(
+        crates.contains(&"chat-service"),
+        "unexpected output: {tree}"
+    );
+    let found: Vec<&&str> = FORBIDDEN
+        .iter()
+        .filter(|name| crates.contains(name))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "chat-service depends on {found:?}:\n{tree}"
+    );
 }
