@@ -84,7 +84,7 @@
 //! # Known limits
 //!
 //! - When the service falls behind by more than the inbound queue, the
-//!   oldest notices that do not fit are **lost**: counted in
+//!   notices that do not fit are **lost**: counted in
 //!   [`BusStats::notices_lost`] and logged as errors. Redis pub/sub cannot
 //!   ask a sender to slow down, so the queue is sized generously instead.
 //! - Messages stored offline while this server could not be reached through

@@ -15,7 +15,10 @@
 //! A third task watches the subscriber connection: after a reconnect it
 //! subscribes again (fred's client remembers the channel), and then wakes
 //! every user this server holds, because while the subscription was down
-//! other servers saw no receiver and stored their messages offline.
+//! other servers saw no receiver and stored their messages offline. It
+//! does what fred's `manage_subscriptions` does, plus what that cannot:
+//! log the resubscription, try again when it fails on a live connection,
+//! and send the wake.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
