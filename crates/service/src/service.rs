@@ -111,7 +111,8 @@ impl ChatService {
         }
     }
 
-    /// Starts taking notices from other servers through the bus.
+    /// Starts taking notices from other servers through the bus. Call it
+    /// once, before the first [`connect`](ChatService::connect).
     pub async fn start(&self) -> Result<(), BusError> {
         self.inner
             .bus
@@ -134,7 +135,9 @@ impl ChatService {
         read(&self.inner.sessions).len()
     }
 
-    /// Logs every user of this server out and releases their presence.
+    /// Logs every user of this server out, releases their presence and
+    /// shuts the bus down. The store stays open for whoever owns it to
+    /// [`close`](Store::close) afterwards.
     pub async fn shutdown(&self) {
         let sessions: Vec<Arc<Session>> = write(&self.inner.sessions)
             .drain()
@@ -152,7 +155,9 @@ impl ChatService {
 /// One client connection's view of the service.
 ///
 /// The transport calls [`Connection::handle`] for each request in the order
-/// received, and [`Connection::close`] when the connection ends.
+/// received, and [`Connection::close`] when the connection ends. One
+/// dropped without `close` inside a Tokio runtime still logs its user out,
+/// a moment later; dropped outside one, its user stays online.
 pub struct Connection {
     inner: Arc<Inner>,
     id: u64,
