@@ -12,11 +12,13 @@
 //! caller's factory, so no case depends on another's data, and a failure
 //! panics with the case's name and what differed.
 //!
-//! ```ignore
+//! ```
+//! # use chat_service::MemoryStore as MyStore;
 //! #[tokio::test]
 //! async fn conformance() {
-//!     chat_service::store_suite::run_all(|| async { MyStore::in_memory() }).await;
+//!     chat_service::store_suite::run_all(|| async { MyStore::new() }).await;
 //! }
+//! # fn main() {}
 //! ```
 
 use std::fmt::Debug;
@@ -28,7 +30,7 @@ use crate::store::{GroupRecord, GroupWithMembers, MemberRecord, Store, StoreErro
 
 /// Names and texts that broke servers of this kind: quotes, SQL, escapes,
 /// Chinese and emoji. Stores must keep every one byte for byte.
-pub const TRICKY_TEXTS: &[&str] = &[
+const TRICKY_TEXTS: &[&str] = &[
     "O'Brien",
     "x'); DROP TABLE user;--",
     "张三",
@@ -40,9 +42,12 @@ pub const TRICKY_TEXTS: &[&str] = &[
     "\\x00 \\' \\\" %s %d ?1 :name $1",
 ];
 
-/// Runs every case of the suite, each against a fresh store from `make`.
+/// Runs every case of the suite, each against a fresh, empty store from
+/// `make`.
 ///
-/// Panics at the first case that fails, naming it.
+/// Panics at the first case that fails, naming it and what differed; each
+/// case's name is printed to standard error as it starts and ends, so the
+/// test's output shows which promise was broken.
 pub async fn run_all<S, F, Fut>(make: F)
 where
     S: Store,
