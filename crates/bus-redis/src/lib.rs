@@ -402,6 +402,16 @@ impl Bus for RedisBus {
         Ok(unreached)
     }
 
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let stats = self.stats();
+        vec![
+            ("publishes", stats.publishes),
+            ("notices_received", stats.notices_received),
+            ("notices_lost", stats.notices_lost),
+            ("malformed", stats.malformed),
+        ]
+    }
+
     async fn shutdown(&self) {
         let tasks = {
             let mut tasks = self.tasks();

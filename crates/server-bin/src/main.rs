@@ -38,7 +38,7 @@ async fn run(settings: Settings) -> Result<()> {
     let bus = open_bus(&settings).await?;
     let service = ChatService::new(
         store.clone(),
-        bus,
+        bus.clone(),
         ServiceConfig {
             password_cost: settings.password_cost,
             max_message_bytes: settings.max_message,
@@ -62,6 +62,9 @@ async fn run(settings: Settings) -> Result<()> {
     }
     service.shutdown().await;
     store.close().await;
+    for (name, value) in bus.counters() {
+        info!(counter = name, value, "bus counter");
+    }
     info!("stopped");
     Ok(())
 }

@@ -7,7 +7,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use chat_proto::{Delivery, ErrorCode, Framing, Request, ServerMsg, UserId};
-use support::cluster::{BusKind, Deployment, Layers, Nginx, StoreKind, TransportKind};
+use support::cluster::{
+    BusKind, Deployment, Layers, Nginx, PrivateRedis, StoreKind, TransportKind,
+};
 use support::{delivered_text, error_code, Peer, Wire};
 
 const CLUSTER: Layers = Layers {
@@ -324,4 +326,69 @@ fn clients_of_every_codec_talk_to_each_other_on_one_server_and_across() {
             );
         }
     }
+}
+
+#[test]
+fn servers_ride_out_a_redis_restart() {
+    let mut redis = PrivateRedis::start();
+    let cluster = Deployment::start_on(CLUSTER, &redis.url(), &[]);
+    let (a, b, c) = (
+        cluster.register("a"),
+        cluster.register("b"),
+        cluster.register("c"),
+    );
+    let mut pa = cluster.connect(0);
+    pa.login(a);
+    let mut pc = cluster.connect(0);
+    pc.login(c);
+    let mut pb = cluster.connect(1);
+    pb.login(b);
+
+    redis.stop();
+    // Local delivery goes on; a message for the other server is kept.
+    pa.chat(c, "same server while redis is down");
+    assert_eq!(
+        delivered_text(&pc.recv()),
+        "same server while redis is down"
+    );
+    pa.chat(b, "other server while redis is down");
+
+    redis.restart();
+    // The servers reconnect, resubscribe, claim their users again and
+    // wake them, so what was stored meanwhile is handed over at once.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut live = Vec::new();
+    let mut i = 0;
+    while !live.iter().any(|t: &String| t.starts_with("probe")) {
+        assert!(
+            Instant::now() < deadline,
+            "messages do not cross servers after Redis came back: {live:?}"
+        );
+        i += 1;
+        pa.chat(b, &format!("probe {i}"));
+        while !pb.is_quiet(Duration::from_millis(300)) {
+            live.push(delivered_text(&pb.recv()).to_owned());
+        }
+    }
+    for s in &cluster.servers {
+        assert!(
+            s.log().iter().any(|l| l.contains("resubscribed")),
+            "the server says it resubscribed: {:#?}",
+            s.log()
+        );
+    }
+
+    // The message kept during the outage arrives exactly once: live after
+    // the wake, or at the next login.
+    pb.logout();
+    let login = pb.login(b);
+    let all: Vec<String> = live
+        .into_iter()
+        .chain(login.offline.iter().map(|d| text(d).to_owned()))
+        .collect();
+    let kept = all
+        .iter()
+        .filter(|t| *t == "other server while redis is down")
+        .count();
+    assert_eq!(kept, 1, "{all:?}");
 }

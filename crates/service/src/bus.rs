@@ -106,4 +106,10 @@ pub trait Bus: Send + Sync + 'static {
     /// Releases every claim of this server and stops handing notices to
     /// the [`Inbound`]. Called once, at shutdown.
     async fn shutdown(&self);
+
+    /// Named counters for logs and metrics (messages published, received,
+    /// lost). None by default.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }

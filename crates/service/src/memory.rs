@@ -197,13 +197,14 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn offline(&self, user: UserId) -> Result<Vec<OfflineRecord>, StoreError> {
+    async fn offline(&self, user: UserId, limit: usize) -> Result<Vec<OfflineRecord>, StoreError> {
         let tables = self.tables();
         let Some(messages) = tables.offline.get(&user) else {
             return Ok(Vec::new());
         };
         Ok(messages
             .iter()
+            .take(limit)
             .map(|(id, payload)| OfflineRecord {
                 id: *id,
                 payload: payload.to_string(),
@@ -336,7 +337,7 @@ mod tests {
         let alice = store.create_user("alice", "h").await.expect("creates");
         let group = store.create_group(alice, "g", "").await.expect("creates");
         store.store_offline(&[alice], "m").await.expect("stores");
-        let offline = store.offline(alice).await.expect("reads");
+        let offline = store.offline(alice, usize::MAX).await.expect("reads");
         assert_eq!((alice, group, offline[0].id), (1, 1, 1));
     }
 
@@ -357,7 +358,10 @@ mod tests {
 
         // A refused call changed nothing, not even for the users that exist.
         assert_eq!(store.friends(alice).await.expect("reads"), vec![]);
-        assert_eq!(store.offline(alice).await.expect("reads"), vec![]);
+        assert_eq!(
+            store.offline(alice, usize::MAX).await.expect("reads"),
+            vec![]
+        );
         assert!(store.create_group(alice, "h", "").await.is_ok());
     }
 

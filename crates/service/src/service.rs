@@ -65,7 +65,11 @@ pub const MAX_PASSWORD_BYTES: usize = 256;
 
 /// Text bytes of offline messages carried inside a LOGIN_ACK; the rest
 /// follow it as ordinary deliveries, so the ack stays a reasonable frame.
-pub const LOGIN_ACK_OFFLINE_BYTES: usize = 64 * 1024;
+const LOGIN_ACK_OFFLINE_BYTES: usize = 64 * 1024;
+
+/// Offline messages read at once: a login or a step of handing over takes
+/// at most this many, and the rest follow in later steps.
+const OFFLINE_READ_LIMIT: usize = 1000;
 
 /// Pause between two steps of handing over a long backlog, so the
 /// connection can drain.
@@ -395,6 +399,8 @@ impl Inner {
                 return Err(Some(login_failed(ErrorCode::Unavailable, message)));
             }
         };
+        // A full read means more may wait in the store than was read.
+        let more_stored = ids.len() + handed.len() >= OFFLINE_READ_LIMIT;
         let rest = split_offline(&mut ack.offline, LOGIN_ACK_OFFLINE_BYTES);
         ack.more_offline = rest.len();
         if !session.push(ServerMsg::LoginAck(Ok(Box::new(ack)))) {
@@ -403,7 +409,7 @@ impl Inner {
         }
         handed.extend_from_slice(&ids[..ids.len() - rest.len()]);
         self.forget_offline(id, &handed).await;
-        if !rest.is_empty() {
+        if !rest.is_empty() || more_stored {
             // The rest stay stored and are handed over as the connection
             // has room, before any live message.
             session.backlog.store(true, Ordering::Release);
@@ -466,7 +472,7 @@ impl Inner {
         version: u32,
     ) -> Result<(LoginOk, Vec<i64>, Vec<i64>), Fault> {
         let (friends, groups) = self.friends_and_groups(user.id).await?;
-        let records = self.store.offline(user.id).await?;
+        let records = self.store.offline(user.id, OFFLINE_READ_LIMIT).await?;
         let mut ids = Vec::with_capacity(records.len());
         let mut offline = Vec::with_capacity(records.len());
         let mut unreadable = Vec::new();
@@ -823,7 +829,7 @@ impl Inner {
         // Not logged in here (any more), or still logging in: that login
         // reads the table after this point, under the same lock.
         let session = read(&self.sessions).get(&user).cloned()?;
-        let records = match self.store.offline(user).await {
+        let records = match self.store.offline(user, OFFLINE_READ_LIMIT).await {
             Ok(records) => records,
             Err(e) => {
                 warn!(user, error = %e, "could not read offline messages; they wait for the next login");

@@ -168,10 +168,11 @@ pub trait Store: Send + Sync + 'static {
     /// (hundreds of kilobytes) and must come back unchanged.
     async fn store_offline(&self, users: &[UserId], payload: &str) -> Result<(), StoreError>;
 
-    /// The messages kept for `user`, oldest first (by growing id). Reading
-    /// removes nothing: the service deletes what it handed over, once it
-    /// has.
-    async fn offline(&self, user: UserId) -> Result<Vec<OfflineRecord>, StoreError>;
+    /// The oldest `limit` messages kept for `user`, oldest first (by
+    /// growing id). Reading removes nothing: the service deletes what it
+    /// handed over, once it has. The limit keeps a long absence from
+    /// loading a whole backlog into memory at once.
+    async fn offline(&self, user: UserId, limit: usize) -> Result<Vec<OfflineRecord>, StoreError>;
 
     /// Removes those of `user`'s messages whose ids are given, and nothing
     /// else: a message stored after the ids were read survives, and ids

@@ -172,11 +172,17 @@ async fn unknown_ids<S: Store>(store: S) {
         vec![]
     );
     assert_eq!(
-        ok(store.offline(alice).await, "offline of a new user"),
+        ok(
+            store.offline(alice, usize::MAX).await,
+            "offline of a new user"
+        ),
         vec![]
     );
     assert_eq!(
-        ok(store.offline(nobody).await, "offline of unknown user"),
+        ok(
+            store.offline(nobody, usize::MAX).await,
+            "offline of unknown user"
+        ),
         vec![]
     );
 }
@@ -459,6 +465,21 @@ async fn offline_order<S: Store>(store: S) {
 
     // Reading does not remove.
     assert_payloads(&store, a, &["first", "third"]).await;
+
+    // A limit gives the oldest.
+    let oldest: Vec<String> = ok(store.offline(b, 1).await, "read one of b")
+        .into_iter()
+        .map(|r| r.payload)
+        .collect();
+    assert_eq!(
+        oldest,
+        vec!["first".to_owned()],
+        "a limit of 1 gives the oldest message"
+    );
+    assert!(
+        ok(store.offline(b, 0).await, "read none of b").is_empty(),
+        "a limit of 0 gives none"
+    );
 }
 
 async fn offline_delete<S: Store>(store: S) {
@@ -468,7 +489,7 @@ async fn offline_delete<S: Store>(store: S) {
     ok(store.store_offline(&[a, b], "two").await, "store two");
 
     // A message stored between the read and the delete must survive.
-    let read = ok(store.offline(a).await, "read a");
+    let read = ok(store.offline(a, usize::MAX).await, "read a");
     ok(store.store_offline(&[a], "late").await, "store late");
     let ids: Vec<i64> = read.iter().map(|m| m.id).collect();
     ok(store.delete_offline(a, &ids).await, "delete read");
@@ -476,7 +497,7 @@ async fn offline_delete<S: Store>(store: S) {
     assert_payloads(&store, b, &["one", "two"]).await;
 
     // Another user's ids do not delete their messages.
-    let of_b: Vec<i64> = ok(store.offline(b).await, "read b")
+    let of_b: Vec<i64> = ok(store.offline(b, usize::MAX).await, "read b")
         .iter()
         .map(|m| m.id)
         .collect();
@@ -492,7 +513,7 @@ async fn offline_delete<S: Store>(store: S) {
     );
     assert_payloads(&store, a, &["late"]).await;
 
-    let last: Vec<i64> = ok(store.offline(b).await, "read b")
+    let last: Vec<i64> = ok(store.offline(b, usize::MAX).await, "read b")
         .iter()
         .map(|m| m.id)
         .collect();
@@ -506,7 +527,7 @@ async fn offline_delete<S: Store>(store: S) {
 async fn offline_ids_grow<S: Store>(store: S) {
     let a = ok(store.create_user("a", "h").await, "create a");
     ok(store.store_offline(&[a], "one").await, "store one");
-    let first = ok(store.offline(a).await, "read one");
+    let first = ok(store.offline(a, usize::MAX).await, "read one");
     let first_id = first
         .first()
         .map(|m| m.id)
@@ -516,7 +537,7 @@ async fn offline_ids_grow<S: Store>(store: S) {
     // a late delete of handed-over ids cannot hit a newer message.
     ok(store.delete_offline(a, &[first_id]).await, "delete one");
     ok(store.store_offline(&[a], "two").await, "store two");
-    let second = ok(store.offline(a).await, "read two");
+    let second = ok(store.offline(a, usize::MAX).await, "read two");
     assert_eq!(second.len(), 1, "exactly the new message");
     assert!(
         second[0].id > first_id,
@@ -551,7 +572,7 @@ async fn tricky_texts<S: Store>(store: S) {
         ok(store.add_friendship(reader, user).await, "befriend");
         ok(store.store_offline(&[reader, user], text).await, "store");
         assert_eq!(
-            ok(store.offline(reader).await, "read").len(),
+            ok(store.offline(reader, usize::MAX).await, "read").len(),
             i + 1,
             "messages kept"
         );
@@ -608,7 +629,7 @@ async fn sizes<S: Store>(store: S) {
     expected.extend(texts.iter().map(String::as_str));
     assert_payloads(&store, b, &expected).await;
 
-    let ids: Vec<i64> = ok(store.offline(b).await, "read b")
+    let ids: Vec<i64> = ok(store.offline(b, usize::MAX).await, "read b")
         .iter()
         .map(|m| m.id)
         .collect();
@@ -631,7 +652,7 @@ async fn create_users<S: Store>(store: &S, names: &[&str]) -> Vec<UserId> {
 
 /// Checks `user`'s offline payloads, and that their ids strictly grow.
 async fn assert_payloads<S: Store>(store: &S, user: UserId, expected: &[&str]) {
-    let records = ok(store.offline(user).await, "read offline");
+    let records = ok(store.offline(user, usize::MAX).await, "read offline");
     let payloads: Vec<&str> = records.iter().map(|m| m.payload.as_str()).collect();
     if payloads != expected {
         let shorten = |p: &&str| p.chars().take(40).collect::<String>();

@@ -373,11 +373,12 @@ impl Store for MysqlStore {
         .await
     }
 
-    async fn offline(&self, user: UserId) -> Result<Vec<OfflineRecord>, StoreError> {
+    async fn offline(&self, user: UserId, limit: usize) -> Result<Vec<OfflineRecord>, StoreError> {
+        let limit = u64::try_from(limit).unwrap_or(u64::MAX);
         self.read(|| async move {
             let mut conn = self.conn().await?;
-            let sql = "SELECT id, payload FROM offlinemessage WHERE userid = ? ORDER BY id";
-            let rows: Vec<Row> = conn.exec(sql, (user,)).await?;
+            let sql = "SELECT id, payload FROM offlinemessage WHERE userid = ? ORDER BY id LIMIT ?";
+            let rows: Vec<Row> = conn.exec(sql, (user, limit)).await?;
             rows.into_iter()
                 .map(|row| decode(row).map(|(id, payload)| OfflineRecord { id, payload }))
                 .collect()

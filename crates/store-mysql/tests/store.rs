@@ -60,7 +60,7 @@ async fn data_is_shared_by_stores_on_one_database() {
     let second = connect(&db.url, 2).await;
     let found = must(second.group(group).await, "look up group").map(|g| g.desc);
     assert_eq!(found, Some("描述😀".to_owned()));
-    let offline = must(second.offline(alice).await, "offline");
+    let offline = must(second.offline(alice, usize::MAX).await, "offline");
     assert_eq!(
         offline
             .iter()

@@ -287,11 +287,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn offline(&self, user: UserId) -> Result<Vec<OfflineRecord>, StoreError> {
+    async fn offline(&self, user: UserId, limit: usize) -> Result<Vec<OfflineRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.call(move |conn| {
-            let sql = "SELECT id, payload FROM offlinemessage WHERE userid = ?1 ORDER BY id";
+            let sql =
+                "SELECT id, payload FROM offlinemessage WHERE userid = ?1 ORDER BY id LIMIT ?2";
             let mut stmt = conn.prepare_cached(sql)?;
-            let rows = stmt.query_map([user], |row| {
+            let rows = stmt.query_map([user, limit], |row| {
                 Ok(OfflineRecord {
                     id: row.get(0)?,
                     payload: row.get(1)?,

@@ -52,7 +52,7 @@ async fn data_survives_reopening() {
     assert_eq!(groups.len(), 1);
     assert_eq!(groups[0].group.desc, "描述😀");
     assert_eq!(groups[0].members.len(), 2);
-    let offline = must(store.offline(bob).await, "offline");
+    let offline = must(store.offline(bob, usize::MAX).await, "offline");
     let payloads: Vec<&str> = offline.iter().map(|m| m.payload.as_str()).collect();
     assert_eq!(payloads, ["kept"]);
 

@@ -81,6 +81,11 @@ impl Deployment {
 
     /// The same, with extra flags for every server.
     pub fn start_with(layers: Layers, extra: &[&str]) -> Deployment {
+        Deployment::start_on(layers, &redis_url(), extra)
+    }
+
+    /// The same, on the Redis at `redis`.
+    pub fn start_on(layers: Layers, redis: &str, extra: &[&str]) -> Deployment {
         let count = match layers.bus {
             BusKind::Local => 1,
             BusKind::Redis => 2,
@@ -113,7 +118,7 @@ impl Deployment {
                 if layers.bus == BusKind::Redis {
                     args.extend([
                         "--bus".into(),
-                        redis_url(),
+                        redis.to_owned(),
                         "--redis-prefix".into(),
                         prefix.clone(),
                     ]);
@@ -276,4 +281,68 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// A private Redis on a free port, for tests that stop and restart it.
+pub struct PrivateRedis {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl PrivateRedis {
+    pub fn start() -> PrivateRedis {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut redis = PrivateRedis {
+            child: None,
+            port: free_port(),
+            dir,
+        };
+        redis.restart();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it again on the same port, empty, as after a crash.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let binary =
+            std::env::var("CHAT_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let child = Command::new(&binary)
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{binary} does not start ({e}): apt-get install redis-server")
+            });
+        self.child = Some(child);
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().expect("address");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills it at once.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

@@ -144,6 +144,20 @@ impl Server {
         }
     }
 
+    /// Stops the server cleanly and returns its whole log.
+    pub fn stop(self) -> Vec<String> {
+        let log = self.log.clone();
+        let (status, _, _) = self.terminate();
+        assert!(status.success(), "exit status {status:?}");
+        // The log reader thread finishes once stderr closes.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline && Arc::strong_count(&log) > 1 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let lines = log.lock().expect("log lock").clone();
+        lines
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().expect("wait works").is_none()
@@ -164,7 +178,10 @@ impl Drop for Server {
             return;
         }
         let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).stderr(Stdio::null()).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid])
+            .stderr(Stdio::null())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
