@@ -335,50 +335,23 @@ fn data_survives_a_restart_and_sigterm_is_clean(t: &str) {
     pa.login(a);
 }
 
+/// Runs every test above on one transport, in a module named after it.
 macro_rules! transports {
     ($($transport:ident),*) => {
         $(
             mod $transport {
-                #[test]
-                fn a_second_login_is_refused_until_the_first_connection_closes() {
-                    super::a_second_login_is_refused_until_the_first_connection_closes(stringify!($transport));
-                }
-                #[test]
-                fn requests_before_login_are_refused_but_ping_works() {
-                    super::requests_before_login_are_refused_but_ping_works(stringify!($transport));
-                }
-                #[test]
-                fn registration_rules() {
-                    super::registration_rules(stringify!($transport));
-                }
-                #[test]
-                fn group_chat_reaches_members_live_and_offline() {
-                    super::group_chat_reaches_members_live_and_offline(stringify!($transport));
-                }
-                #[test]
-                fn friends_show_their_online_state() {
-                    super::friends_show_their_online_state(stringify!($transport));
-                }
-                #[test]
-                fn reference_clients_get_list_items_as_strings() {
-                    super::reference_clients_get_list_items_as_strings(stringify!($transport));
-                }
-                #[test]
-                fn length_prefixed_clients_chat_with_stream_clients() {
-                    super::length_prefixed_clients_chat_with_stream_clients(stringify!($transport));
-                }
-                #[test]
-                fn a_silent_client_is_disconnected_and_logged_out() {
-                    super::a_silent_client_is_disconnected_and_logged_out(stringify!($transport));
-                }
-                #[test]
-                fn a_client_that_stops_reading_is_cut_off_and_its_messages_kept() {
-                    super::a_client_that_stops_reading_is_cut_off_and_its_messages_kept(stringify!($transport));
-                }
-                #[test]
-                fn data_survives_a_restart_and_sigterm_is_clean() {
-                    super::data_survives_a_restart_and_sigterm_is_clean(stringify!($transport));
-                }
+                tests!(@each $transport; a_second_login_is_refused_until_the_first_connection_closes, requests_before_login_are_refused_but_ping_works, registration_rules, group_chat_reaches_members_live_and_offline, friends_show_their_online_state, reference_clients_get_list_items_as_strings, length_prefixed_clients_chat_with_stream_clients, a_silent_client_is_disconnected_and_logged_out, a_client_that_stops_reading_is_cut_off_and_its_messages_kept, data_survives_a_restart_and_sigterm_is_clean);
+            }
+        )*
+    };
+}
+
+macro_rules! tests {
+    (@each $transport:ident; $($test:ident),*) => {
+        $(
+            #[test]
+            fn $test() {
+                super::$test(stringify!($transport));
             }
         )*
     };
