@@ -293,14 +293,18 @@ impl Writer {
         let mut last_write = Instant::now();
 
         let reason = loop {
-            let next_beat = last_write + self.heartbeat;
+            // A heartbeat too far away to be expressed is no heartbeat.
+            let next_beat = match self.heartbeat.is_zero() {
+                true => None,
+                false => last_write.checked_add(self.heartbeat),
+            };
             let routes = tokio::select! {
                 _ = closed.wait_for(|closed| *closed) => return,
                 first = self.queue.recv() => match first {
                     Some(first) => self.encode_batch(first, &mut out),
                     None => break CloseReason::ClientClosed,
                 },
-                () = sleep_until(next_beat), if !self.heartbeat.is_zero() => {
+                () = sleep_until(next_beat.unwrap_or(last_write)), if next_beat.is_some() => {
                     if self.shared.lock().heartbeats_unanswered > 0 {
                         break CloseReason::HeartbeatTimeout(self.heartbeat);
                     }

@@ -211,7 +211,10 @@ impl Session {
 
     /// Shows what arrives for a while, without reading input.
     async fn wait(&mut self, duration: Duration) {
-        let deadline = Instant::now() + duration;
+        let Some(deadline) = Instant::now().checked_add(duration) else {
+            self.out.line("that is longer than this program can wait");
+            return;
+        };
         loop {
             tokio::select! {
                 () = sleep_until(deadline) => return,
