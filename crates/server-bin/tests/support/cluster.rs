@@ -101,6 +101,9 @@ impl Deployment {
                 (db.url.clone(), Some(db))
             }
         };
+        if layers.bus == BusKind::Redis {
+            require(redis, 6379, "Redis", "redis-server", "CHAT_TEST_REDIS_URL");
+        }
         let prefix = format!("{}:", unique("chat_t"));
         let servers = (0..count)
             .map(|i| {
@@ -161,6 +164,13 @@ pub struct TestDatabase {
 
 impl TestDatabase {
     pub fn new() -> TestDatabase {
+        require(
+            &mysql_url(),
+            3306,
+            "MariaDB",
+            "mariadb-server",
+            "CHAT_TEST_MYSQL_URL",
+        );
         let name = unique("chat_t");
         let url = format!("{}/{name}", mysql_url().trim_end_matches('/'));
         TestDatabase { url, name }
@@ -345,4 +355,27 @@ impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Fails the test with what to install when a service does not answer.
+fn require(url: &str, default_port: u16, what: &str, package: &str, variable: &str) {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let host_port = rest.rsplit_once('@').map_or(rest, |(_, hp)| hp);
+    let host_port = host_port.split('/').next().unwrap_or(host_port);
+    let target = if host_port.contains(':') {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:{default_port}")
+    };
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(&target)
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .is_some_and(|addr| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).is_ok()
+        });
+    assert!(
+        reachable,
+        "{what} does not answer at {target}: install and start {package} (scripts/test does both), \
+         or point {variable} at a running one"
+    );
 }
