@@ -25,7 +25,7 @@ impl LocalBus {
         LocalBus::default()
     }
 
-    fn online(&self) -> std::sync::MutexGuard<'_, HashSet<UserId>> {
+    fn users(&self) -> std::sync::MutexGuard<'_, HashSet<UserId>> {
         // Every update is a single insert or remove, so a panic elsewhere
         // cannot leave the set half-changed.
         self.online.lock().unwrap_or_else(PoisonError::into_inner)
@@ -39,16 +39,16 @@ impl Bus for LocalBus {
     }
 
     async fn claim(&self, user: UserId) -> Result<bool, BusError> {
-        Ok(self.online().insert(user))
+        Ok(self.users().insert(user))
     }
 
     async fn release(&self, user: UserId) -> Result<(), BusError> {
-        self.online().remove(&user);
+        self.users().remove(&user);
         Ok(())
     }
 
     async fn online(&self, users: &[UserId]) -> Result<Vec<bool>, BusError> {
-        let online = self.online();
+        let online = self.users();
         Ok(users.iter().map(|u| online.contains(u)).collect())
     }
 
@@ -57,7 +57,7 @@ impl Bus for LocalBus {
     }
 
     async fn shutdown(&self) {
-        self.online().clear();
+        self.users().clear();
     }
 }
 
