@@ -151,6 +151,8 @@ pub struct Settings {
     pub idle_timeout: Duration,
     pub password_cost: PasswordCost,
     pub mysql_pool: usize,
+    // Read only by the layer it configures, which a build may leave out.
+    #[cfg_attr(not(feature = "bus-redis"), allow(dead_code))]
     pub redis_prefix: String,
     pub presence_ttl: Duration,
     pub io_threads: usize,

@@ -34,6 +34,7 @@ fn main() -> Result<()> {
 }
 
 async fn run(settings: Settings) -> Result<()> {
+    ensure_built_in(&settings)?;
     let store = open_store(&settings).await?;
     let bus = open_bus(&settings).await?;
     let service = ChatService::new(
@@ -158,6 +159,30 @@ async fn open_bus(settings: &Settings) -> Result<Arc<dyn Bus>> {
         #[allow(unreachable_patterns)]
         other => bail!("this chat-server was built without support for the bus {other:?}: rebuild with its cargo feature"),
     }
+}
+
+/// Refuses, before anything starts, a layer this binary was built without.
+fn ensure_built_in(settings: &Settings) -> Result<()> {
+    let (transport, built) = match settings.transport {
+        Transport::Tokio => ("net-tokio", cfg!(feature = "net-tokio")),
+        Transport::Mio => ("net-mio", cfg!(feature = "net-mio")),
+    };
+    let (store, store_built) = match settings.store {
+        StoreUrl::Sqlite(_) => ("store-sqlite", cfg!(feature = "store-sqlite")),
+        StoreUrl::Mysql(_) => ("store-mysql", cfg!(feature = "store-mysql")),
+    };
+    let (bus, bus_built) = match settings.bus {
+        BusUrl::Local => ("bus-local", cfg!(feature = "bus-local")),
+        BusUrl::Redis(_) => ("bus-redis", cfg!(feature = "bus-redis")),
+    };
+    for (feature, built) in [(transport, built), (store, store_built), (bus, bus_built)] {
+        if !built {
+            bail!(
+                "this chat-server was built without {feature}: rebuild with `--features {feature}`"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// A URL without its password, for logs.
