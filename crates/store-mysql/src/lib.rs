@@ -219,6 +219,16 @@ impl MysqlStore {
 
 #[async_trait]
 impl Store for MysqlStore {
+    /// Disconnects the pool once the calls in flight are done, so MariaDB
+    /// does not keep this server's connections until they time out.
+    async fn close(&self) {
+        match tokio::time::timeout(self.call_timeout, self.pool.clone().disconnect()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not close the MariaDB pool cleanly"),
+            Err(_) => tracing::warn!("closing the MariaDB pool timed out"),
+        }
+    }
+
     async fn create_user(&self, name: &str, password_hash: &str) -> Result<UserId, StoreError> {
         self.call(name_taken, async {
             let mut conn = self.conn().await?;

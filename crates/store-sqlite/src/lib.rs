@@ -123,6 +123,17 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 
 #[async_trait]
 impl Store for SqliteStore {
+    /// Moves the write-ahead log into the database file, so a clean stop
+    /// leaves one self-contained file behind.
+    async fn close(&self) {
+        let checkpoint = self
+            .call(|conn| conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)"))
+            .await;
+        if let Err(e) = checkpoint {
+            tracing::warn!(error = %e, "could not checkpoint the SQLite log at shutdown");
+        }
+    }
+
     async fn create_user(&self, name: &str, password_hash: &str) -> Result<UserId, StoreError> {
         let (name, hash) = (name.to_owned(), password_hash.to_owned());
         self.call(move |conn| {
