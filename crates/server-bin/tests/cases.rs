@@ -1,6 +1,6 @@
 //! The handed fault cases (C01–C10), run against every deployment built
 //! here: one server or a cluster of two, clients of either framing. A
-//! failure names the combination (`cluster_length::c04_...`).
+//! failure names the combination (`mio_mysql_redis_protobuf::c04_...`).
 //!
 //! Each case names a whole kind of fault that broke servers of this kind;
 //! the expected values are the ones the cases prescribe.
@@ -529,16 +529,25 @@ macro_rules! deployments {
     };
 }
 
+// Every transport, store and bus that makes a deployment: SQLite is one
+// server's file, so the Redis bus (which means two servers here) runs on
+// MariaDB only; a single server runs on either store.
 deployments! {
     tokio_sqlite_local_json_stream => Tokio, Sqlite, Local, JsonStream;
     tokio_sqlite_local_json_length => Tokio, Sqlite, Local, JsonLength;
     tokio_sqlite_local_protobuf => Tokio, Sqlite, Local, Protobuf;
+    tokio_mysql_local_json_stream => Tokio, Mysql, Local, JsonStream;
+    tokio_mysql_local_json_length => Tokio, Mysql, Local, JsonLength;
+    tokio_mysql_local_protobuf => Tokio, Mysql, Local, Protobuf;
     tokio_mysql_redis_json_stream => Tokio, Mysql, Redis, JsonStream;
     tokio_mysql_redis_json_length => Tokio, Mysql, Redis, JsonLength;
     tokio_mysql_redis_protobuf => Tokio, Mysql, Redis, Protobuf;
     mio_sqlite_local_json_stream => Mio, Sqlite, Local, JsonStream;
     mio_sqlite_local_json_length => Mio, Sqlite, Local, JsonLength;
     mio_sqlite_local_protobuf => Mio, Sqlite, Local, Protobuf;
+    mio_mysql_local_json_stream => Mio, Mysql, Local, JsonStream;
+    mio_mysql_local_json_length => Mio, Mysql, Local, JsonLength;
+    mio_mysql_local_protobuf => Mio, Mysql, Local, Protobuf;
     mio_mysql_redis_json_stream => Mio, Mysql, Redis, JsonStream;
     mio_mysql_redis_json_length => Mio, Mysql, Redis, JsonLength;
     mio_mysql_redis_protobuf => Mio, Mysql, Redis, Protobuf;
