@@ -44,7 +44,9 @@ pub enum FrameError {
     /// and goes on.
     #[error("malformed JSON at byte {offset} of the object: {reason}")]
     Malformed { offset: usize, reason: &'static str },
-    /// Bytes outside any object in the JSON stream. The decoder skips them.
+    /// Bytes outside any object in the JSON stream. The decoder skips them
+    /// up to the next `{`, line end or NUL, so a line of stray text costs
+    /// one error however many words it holds.
     #[error("expected a JSON object, found other bytes")]
     NotAnObject,
 }
@@ -88,7 +90,7 @@ pub struct FrameDecoder {
     /// Bytes of a partial frame already looked at (stream framing).
     scanned: usize,
     /// Discarding input up to the next line end or NUL after a malformed
-    /// object, or up to the next `{` after stray bytes.
+    /// object, or up to the next `{`, line end or NUL after stray bytes.
     skipping: Option<Skip>,
 }
 
@@ -173,7 +175,7 @@ impl FrameDecoder {
         if let Some(skip) = self.skipping {
             let stop = buf.iter().position(|&b| match skip {
                 Skip::ToLineEnd => b == b'\n' || b == 0,
-                Skip::ToObject => b == b'{' || is_blank(b),
+                Skip::ToObject => b == b'{' || b == b'\n' || b == 0,
             });
             match stop {
                 Some(at) => {
@@ -460,6 +462,21 @@ mod tests {
             vec![
                 ok(r#"{"a":1}"#),
                 Err(FrameError::NotAnObject),
+                Err(FrameError::NotAnObject),
+                ok(r#"{"b":2}"#)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_line_of_stray_words_is_one_error() {
+        let mut d = FrameDecoder::new(1024);
+        let mut buf = BytesMut::from(&b"{\"a\":1} lorem ipsum dolor\tsit amet {\"b\":2}"[..]);
+        let got = frames(&mut d, &mut buf);
+        assert_eq!(
+            got,
+            vec![
+                ok(r#"{"a":1}"#),
                 Err(FrameError::NotAnObject),
                 ok(r#"{"b":2}"#)
             ]
