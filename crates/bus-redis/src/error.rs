@@ -21,6 +21,13 @@ pub enum RedisBusError {
     /// A notice could not be written as JSON.
     #[error("could not encode a notice: {0}")]
     Encode(#[from] serde_json::Error),
+    /// Another running server already subscribes to this server's channel:
+    /// two servers with one id would each receive the other's notices.
+    #[error(
+        "server id {0:?} is already used by a running server on this Redis: \
+         give every server its own --server-id"
+    )]
+    ServerIdInUse(String),
     /// [`Bus::start`](chat_service::Bus::start) was called a second time,
     /// or after [`Bus::shutdown`](chat_service::Bus::shutdown).
     #[error("the Redis bus was already started or has been shut down")]

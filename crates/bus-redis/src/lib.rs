@@ -302,6 +302,30 @@ impl std::fmt::Debug for RedisBus {
     }
 }
 
+/// Refuses to start when a running server already listens on this server's
+/// channel. Two servers with one id would both receive every notice meant
+/// for either, and one of them would store it offline and wake the other:
+/// each message would arrive twice. A killed server's subscription ends
+/// with its connection, so a restart after a crash is not refused. Two
+/// servers starting with the same id in the same instant can both pass;
+/// `publish` then warns.
+async fn refuse_taken_server_id(shared: &Shared) -> Result<(), RedisBusError> {
+    let reply: Vec<fred::types::Value> = shared
+        .commands
+        .pubsub_numsub(shared.channel.as_str())
+        .await?;
+    let subscribers = reply.get(1).and_then(fred::types::Value::as_u64);
+    match subscribers {
+        Some(0) => Ok(()),
+        Some(_) => Err(RedisBusError::ServerIdInUse(
+            shared.config.server_id.clone(),
+        )),
+        None => Err(RedisBusError::Reply(format!(
+            "PUBSUB NUMSUB answered {reply:?}"
+        ))),
+    }
+}
+
 #[async_trait]
 impl Bus for RedisBus {
     async fn start(&self, inbound: Arc<dyn Inbound>) -> Result<(), BusError> {
@@ -326,6 +350,7 @@ impl Bus for RedisBus {
                 inbound,
             )));
         }
+        refuse_taken_server_id(shared).await?;
         shared
             .subscriber
             .subscribe(shared.channel.as_str())
@@ -392,7 +417,12 @@ impl Bus for RedisBus {
                     debug!(server = %server, users = ?users, "no subscriber: that server is gone");
                     unreached.extend(users);
                 }
-                Ok(_) => debug!(server = %server, users = ?users, "notice published"),
+                Ok(1) => debug!(server = %server, users = ?users, "notice published"),
+                Ok(n) => warn!(
+                    server = %server,
+                    subscribers = n,
+                    "several running servers share one server id: their users may get messages twice"
+                ),
                 Err(e) => {
                     warn!(server = %server, error = %e, "PUBLISH failed: its users count as unreached");
                     unreached.extend(users);

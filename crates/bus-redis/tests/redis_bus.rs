@@ -436,6 +436,45 @@ async fn start_works_once() {
 }
 
 #[tokio::test]
+async fn a_second_running_server_with_the_same_id_is_refused() {
+    let scope = Scope::new("same-id").await;
+    let first = scope.bus("a", TTL).await;
+    first.start(Recorder::new()).await.expect("start");
+
+    let twin = scope.bus("a", TTL).await;
+    let refusal = twin
+        .start(Recorder::new())
+        .await
+        .expect_err("a second server named a is refused");
+    let message = anyhow_chain(&refusal);
+    assert!(message.contains("already used"), "{message}");
+    twin.shutdown().await;
+    assert_eq!(scope.subscribers("a").await, 1, "the twin never subscribed");
+
+    // Once the first has stopped, its id is free again: a restart works.
+    first.shutdown().await;
+    let restarted = scope.bus("a", TTL).await;
+    restarted
+        .start(Recorder::new())
+        .await
+        .expect("restart with the same id");
+    restarted.shutdown().await;
+    scope.cleanup().await;
+}
+
+/// An error and its sources, one after another.
+fn anyhow_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[tokio::test]
 async fn connecting_to_no_redis_fails_fast() {
     // Nothing listens on port 1 of the loopback address.
     let mut config = RedisBusConfig::new("redis://127.0.0.1:1", "a");
