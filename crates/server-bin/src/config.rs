@@ -18,7 +18,7 @@ use serde::Deserialize;
 /// A chat server. With no options: one node on 127.0.0.1:6000, data in
 /// ./chat.db, no other servers.
 #[derive(Debug, Default, Parser)]
-#[command(name = "chat-server", version, about)]
+#[command(name = "chat-server", version)]
 pub struct Args {
     /// TOML file with any of the options below (flag names with `_` for `-`).
     #[arg(long, env = "CHAT_CONFIG", value_name = "PATH")]
@@ -36,7 +36,7 @@ pub struct Args {
     #[arg(long, env = "CHAT_BUS", value_name = "URL")]
     pub bus: Option<String>,
 
-    /// This server's name in the cluster; unique per server [default: server-PID].
+    /// This server's name in the cluster; unique per server [default: HOSTNAME-PID].
     #[arg(long, env = "CHAT_SERVER_ID", value_name = "ID")]
     pub server_id: Option<String>,
 
@@ -189,7 +189,7 @@ impl Settings {
             server_id: args
                 .server_id
                 .or(file.server_id)
-                .unwrap_or_else(|| format!("server-{}", std::process::id())),
+                .unwrap_or_else(default_server_id),
             transport: args
                 .transport
                 .or(file.transport)
@@ -254,6 +254,18 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// The host's name and this process's id: unique on a network of hosts
+/// with distinct names, and in containers, where every server is PID 1 but
+/// each has its own host name.
+fn default_server_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().replace(char::is_whitespace, "-"))
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "server".into());
+    format!("{host}-{}", std::process::id())
 }
 
 fn parse_store(url: &str) -> Result<StoreUrl> {
@@ -326,5 +338,21 @@ mod tests {
         let text = std::fs::read_to_string(path).expect("example config exists");
         let file: FileConfig = toml::from_str(&text).expect("example config parses");
         Settings::merge(Args::default(), file).expect("example config is valid");
+
+        // Every option of the file appears in the example, set or commented
+        // out, so the example explains each one.
+        let args = <Args as clap::CommandFactory>::command();
+        for arg in args.get_arguments() {
+            let key = arg.get_id().as_str().to_owned();
+            if matches!(key.as_str(), "config" | "help" | "version") {
+                continue;
+            }
+            assert!(
+                text.lines().any(|line| line
+                    .trim_start_matches(['#', ' '])
+                    .starts_with(&format!("{key} = "))),
+                "the example config does not explain `{key}`"
+            );
+        }
     }
 }
