@@ -42,9 +42,14 @@ install_packages() {
 }
 
 free_port() { # a port nothing listens on, without needing python
-    local port
+    # Below the kernel's ephemeral range: a port there may be the local end
+    # of some outgoing connection (thousands of them during a benchmark),
+    # which nothing listens on but which a listener cannot bind either.
+    local port low
+    low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+    [ "$low" -gt 12000 ] 2>/dev/null || low=32768
     while :; do
-        port=$((20000 + RANDOM % 40000))
+        port=$((10000 + RANDOM % (low - 10000)))
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return 0; }
     done
 }
