@@ -242,3 +242,27 @@ async fn protobuf_speaks_the_same_chat() {
     );
     assert_eq!(server.framings(), vec![chat_proto::Framing::Length]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_logout_ends_the_conversation() {
+    let server = FakeServer::start(chat_server).await;
+    let out = run(
+        &server.addr.to_string(),
+        "/login 12 pw\n/msg 13 first\n/logout\n/login 12 pw\nsecond\n",
+    )
+    .await;
+
+    assert!(
+        out.contains("no conversation yet: start one with /msg <id> or /g <groupid>"),
+        "{out}"
+    );
+    let requests = server.requests();
+    let texts: Vec<&str> = requests
+        .iter()
+        .filter_map(|request| match request {
+            Request::OneChat { text, .. } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts, ["first"], "{out}");
+}

@@ -41,6 +41,10 @@ pub struct Session {
     conversation: Option<Conversation>,
     /// The logged-in user.
     me: Option<UserId>,
+    /// The user whose conversation `conversation` is: a reconnection that
+    /// logs the same user in again keeps it, anyone else starts afresh, so
+    /// a plain line never goes out in another user's name.
+    conversation_of: Option<UserId>,
     /// Whether a login was lost with the last connection.
     login_lost: bool,
     /// Requests sent on this connection whose replies have not come yet.
@@ -77,6 +81,7 @@ impl Session {
             backoff: Backoff::new(Duration::from_millis(300), Duration::from_secs(30)),
             directory: Directory::default(),
             conversation: None,
+            conversation_of: None,
             me: None,
             login_lost: false,
             replies_owed: 0,
@@ -139,12 +144,14 @@ impl Session {
             },
             Command::Msg { to, text } => {
                 self.conversation = Some(Conversation::User(to));
+                self.conversation_of = self.me;
                 if let Some(text) = text {
                     self.ask(Request::OneChat { to, text }).await;
                 }
             }
             Command::GroupMsg { group, text } => {
                 self.conversation = Some(Conversation::Group(group));
+                self.conversation_of = self.me;
                 if let Some(text) = text {
                     self.ask(Request::GroupChat { group, text }).await;
                 }
@@ -281,6 +288,7 @@ impl Session {
                 .line(format!("login failed: {}", display::failure(&failure))),
             ServerMsg::LogoutAck => {
                 self.me = None;
+                self.conversation = None;
                 self.out.line("logged out");
             }
             ServerMsg::RegAck(Ok(id)) => self.out.line(format!(
@@ -335,6 +343,10 @@ impl Session {
     fn logged_in(&mut self, login: &LoginOk) {
         self.me = Some(login.id);
         self.login_lost = false;
+        if self.conversation_of != Some(login.id) {
+            self.conversation = None;
+            self.conversation_of = Some(login.id);
+        }
         self.directory.learn_user(login.id, &login.name);
         self.directory.learn_friends(&login.friends);
         self.directory.learn_groups(&login.groups);
