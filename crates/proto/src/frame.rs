@@ -33,8 +33,10 @@ pub enum Framing {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum FrameError {
     /// A frame is longer than the configured limit. The connection cannot
-    /// be trusted to be in step any more and is closed.
-    #[error("frame of {size} bytes is longer than the limit of {limit} bytes")]
+    /// be trusted to be in step any more and is closed. `size` is exact in
+    /// the length framing; the JSON stream decoder stops reading at one
+    /// byte past the limit, so there it is a lower bound.
+    #[error("frame of at least {size} bytes is longer than the limit of {limit} bytes")]
     TooLarge { size: usize, limit: usize },
     /// The first byte fits neither framing. The connection is closed.
     #[error("unknown framing: a connection starts with a JSON object or a 0x00 length prefix")]
