@@ -256,8 +256,12 @@ enum Work {
 }
 
 /// The service's handle on one connection's outbound queue.
+///
+/// Boxed messages, as in the tokio transport: the channel's first block of
+/// slots is allocated up front, and pointer-sized slots keep it small for
+/// a connection that sits idle.
 struct MioOutbound {
-    queue: mpsc::Sender<ServerMsg>,
+    queue: mpsc::Sender<Box<ServerMsg>>,
     token: Token,
     owner: LoopHandle,
     /// An `Output` command is on its way: do not send another.
@@ -267,7 +271,7 @@ struct MioOutbound {
 
 impl Outbound for MioOutbound {
     fn send(&self, msg: ServerMsg) -> bool {
-        match self.queue.try_send(msg) {
+        match self.queue.try_send(Box::new(msg)) {
             Ok(()) => {
                 if !self.signalled.swap(true, Ordering::AcqRel) {
                     self.owner.send(Command::Output(self.token));
@@ -299,7 +303,7 @@ struct Conn {
     format: Format,
     input: BytesMut,
     output: BytesMut,
-    outgoing: mpsc::Receiver<ServerMsg>,
+    outgoing: mpsc::Receiver<Box<ServerMsg>>,
     signalled: Arc<AtomicBool>,
     /// Work for the connection's task; dropped to end the session.
     requests: Option<mpsc::UnboundedSender<Work>>,
@@ -535,7 +539,8 @@ impl IoLoop {
                 Err(_) => return self.close(token, "write error"),
             }
         }
-        if conn.output.is_empty() && conn.output.capacity() > WRITE_BATCH {
+        // All written: an idle connection keeps no output buffer.
+        if conn.output.is_empty() && conn.output.capacity() > 0 {
             conn.output = BytesMut::new();
         }
         let pending = !conn.output.is_empty();
