@@ -7,10 +7,12 @@
 //! (`target/<profile>/chat-server`), where `cargo test --workspace` has
 //! built it for the server's own tests.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -31,25 +33,42 @@ impl Server {
             binary.display()
         );
         let dir = tempfile::tempdir().expect("temp dir");
-        let addr = free_addr();
         let store = format!("sqlite:{}", dir.path().join("chat.db").display());
-        let child = Command::new(&binary)
-            .args(["--listen", &addr.to_string(), "--store", &store])
-            .args(["--password-cost", "fast", "--log", "warn"])
+        // Port 0 and the address from the server's own log: a port picked
+        // beforehand can be taken meanwhile, and polling a port nobody
+        // listens on yet can connect to itself (TCP simultaneous open).
+        let mut child = Command::new(&binary)
+            .args(["--listen", "127.0.0.1:0", "--store", &store])
+            .args(["--password-cost", "fast", "--log", "info"])
             .env_remove("CHAT_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("chat-server starts");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "chat-server did not listen on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (addr_tx, addr_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut log = Vec::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("listening") {
+                    if let Some(addr) = listening_addr(&line) {
+                        let _ = addr_tx.send(Ok(addr));
+                    }
+                }
+                log.push(line);
+            }
+            // The server is gone: whoever still waits gets its log.
+            let _ = addr_tx.send(Err(log.join("\n")));
+        });
+        let addr = match addr_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(addr)) => addr,
+            Ok(Err(log)) => panic!("chat-server exited at start:\n{log}"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("chat-server did not listen within 30 s");
+            }
+        };
         Server {
             child,
             addr,
@@ -75,10 +94,10 @@ fn server_binary() -> PathBuf {
     profile_dir.join(format!("chat-server{}", std::env::consts::EXE_SUFFIX))
 }
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
+/// The `addr=` field of the server's "listening" log line.
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find("addr=")? + "addr=".len()..];
+    rest.split_whitespace().next()?.parse().ok()
 }
 
 fn chat_load(args: &[&str]) -> Output {
