@@ -266,3 +266,35 @@ async fn a_logout_ends_the_conversation() {
         .collect();
     assert_eq!(texts, ["first"], "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_prints_each_server_message_as_one_json_line() {
+    let server = FakeServer::start(chat_server).await;
+    let addr = server.addr.to_string();
+    let out = run_with(
+        &["--addr", &addr, "--json"],
+        "/login 12 pw\n/msg 13 hello\nand again\n",
+    )
+    .await;
+
+    let messages: Vec<serde_json::Value> = out
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).expect("a whole JSON object per line"))
+        .collect();
+    let ids: Vec<u64> = messages
+        .iter()
+        .filter_map(|m| m["msgid"].as_u64())
+        .collect();
+    // LOGIN_ACK, the offline message after it, then an echo (ONE_CHAT) and
+    // an acknowledgement for each of the two lines.
+    assert_eq!(ids.first(), Some(&2), "{out}");
+    assert_eq!(messages[0]["name"], "张三", "{out}");
+    assert_eq!(ids.iter().filter(|&&id| id == 6).count(), 3, "{out}");
+    assert!(!out.contains("logged in as"), "{out}");
+    // The conversation learnt from /msg still carries the plain line.
+    assert!(server.requests().contains(&Request::OneChat {
+        to: 13,
+        text: "and again".into()
+    }));
+}

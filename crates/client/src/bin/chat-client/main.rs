@@ -56,6 +56,13 @@ struct Args {
         default_value_t = 30
     )]
     heartbeat: u64,
+
+    /// Print every message from the server as one JSON line (the
+    /// protocol's own JSON form) instead of readable text: for scripts.
+    /// The program's own notes (connection state, command errors) stay
+    /// readable.
+    #[arg(long, env = "CHAT_JSON")]
+    json: bool,
 }
 
 /// The commands, and where the logs are.
@@ -130,7 +137,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(Session::new(config, face.output).run(face.lines));
+    runtime.block_on(Session::new(config, face.output, args.json).run(face.lines));
 
     // The session has dropped its output; wait until the last of it is out.
     if face.printer.join().is_err() {

@@ -14,8 +14,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use chat_client::{is_delivery, Client, ClientConfig, ClientError, CloseReason};
-use chat_proto::{LoginOk, Request, ServerMsg, UserId};
+use chat_proto::{Format, LoginOk, Request, ServerMsg, UserId};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 
@@ -45,6 +46,8 @@ pub struct Session {
     /// logs the same user in again keeps it, anyone else starts afresh, so
     /// a plain line never goes out in another user's name.
     conversation_of: Option<UserId>,
+    /// Server messages are printed as JSON lines rather than as text.
+    json: bool,
     /// Whether a login was lost with the last connection.
     login_lost: bool,
     /// Requests sent on this connection whose replies have not come yet.
@@ -71,7 +74,7 @@ enum LinkEvent {
 }
 
 impl Session {
-    pub fn new(config: ClientConfig, out: Output) -> Session {
+    pub fn new(config: ClientConfig, out: Output, json: bool) -> Session {
         Session {
             config,
             out,
@@ -82,6 +85,7 @@ impl Session {
             directory: Directory::default(),
             conversation: None,
             conversation_of: None,
+            json,
             me: None,
             login_lost: false,
             replies_owed: 0,
@@ -279,8 +283,23 @@ impl Session {
         self.link = Link::Connecting(Box::pin(connect(config)));
     }
 
-    /// Shows a server message and learns what it tells.
+    /// Shows a server message, as text or as a JSON line, and learns what
+    /// it tells.
     fn show(&mut self, msg: ServerMsg) {
+        if !self.json {
+            return self.show_text(msg);
+        }
+        let mut line = BytesMut::new();
+        Format::default().encode(&msg, &mut line);
+        self.out
+            .line(String::from_utf8_lossy(&line).trim_end().to_owned());
+        let out = std::mem::replace(&mut self.out, Output::discard());
+        self.show_text(msg);
+        self.out = out;
+    }
+
+    /// Shows a server message as text and learns what it tells.
+    fn show_text(&mut self, msg: ServerMsg) {
         match msg {
             ServerMsg::LoginAck(Ok(login)) => self.logged_in(&login),
             ServerMsg::LoginAck(Err(failure)) => self

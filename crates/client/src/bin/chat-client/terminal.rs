@@ -33,6 +33,16 @@ impl Output {
         let _ = self.text.send(text.into());
     }
 
+    /// An output that shows nothing: for text that is to be worked out
+    /// for what it teaches but not shown.
+    pub fn discard() -> Output {
+        let (text, _) = std_mpsc::channel();
+        Output {
+            text,
+            prompts: None,
+        }
+    }
+
     /// Lets the person type the next line, after this prompt.
     pub fn prompt(&self, prompt: String) {
         if let Some(prompts) = &self.prompts {
