@@ -252,10 +252,62 @@ pub struct GroupMessage {
 /// offline. Its serde form is the internal one stored in the offline table
 /// and sent between servers, independent of any client's codec.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", try_from = "StoredDelivery")]
 pub enum Delivery {
     One(ChatMessage),
     Group(GroupMessage),
+}
+
+/// [`Delivery`]'s serde form, read in one pass.
+///
+/// Serde reads an internally tagged enum by first copying every field into
+/// a buffer of its own, then choosing the variant: for a delivery read from
+/// the bus or the offline table that cost more than the rest of handing it
+/// on. This flat struct reads the same JSON (unknown fields ignored, as
+/// before) without the buffer.
+#[derive(Deserialize)]
+struct StoredDelivery {
+    kind: DeliveryKind,
+    from: UserId,
+    from_name: String,
+    #[serde(default)]
+    to: Option<UserId>,
+    #[serde(default)]
+    group: Option<GroupId>,
+    text: String,
+    time: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum DeliveryKind {
+    One,
+    Group,
+}
+
+impl TryFrom<StoredDelivery> for Delivery {
+    type Error = &'static str;
+
+    fn try_from(d: StoredDelivery) -> Result<Delivery, &'static str> {
+        match (d.kind, d.to, d.group) {
+            (DeliveryKind::One, Some(to), _) => Ok(Delivery::One(ChatMessage {
+                from: d.from,
+                from_name: d.from_name,
+                to,
+                text: d.text,
+                time: d.time,
+            })),
+            (DeliveryKind::Group, _, Some(group)) => Ok(Delivery::Group(GroupMessage {
+                from: d.from,
+                from_name: d.from_name,
+                group,
+                text: d.text,
+                time: d.time,
+            })),
+            (DeliveryKind::One, None, _) => Err("missing field `to`"),
+            (DeliveryKind::Group, _, None) => Err("missing field `group`"),
+        }
+    }
 }
 
 impl Delivery {
@@ -429,6 +481,73 @@ impl ServerMsg {
             ServerMsg::FriendAdded(_) => MsgId::FriendAdded,
             ServerMsg::Pong => MsgId::Pong,
             ServerMsg::Error { .. } => MsgId::Error,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one() -> Delivery {
+        Delivery::One(ChatMessage {
+            from: 1,
+            from_name: "ann".to_owned(),
+            to: 2,
+            text: "hi \"you\"".to_owned(),
+            time: "2024-01-02 03:04:05".to_owned(),
+        })
+    }
+
+    fn group() -> Delivery {
+        Delivery::Group(GroupMessage {
+            from: 1,
+            from_name: "ann".to_owned(),
+            group: 9,
+            text: "hello all".to_owned(),
+            time: "2024-01-02 03:04:05".to_owned(),
+        })
+    }
+
+    // Offline tables written by earlier versions hold this exact form.
+    #[test]
+    fn stored_form_is_unchanged_and_reads_back() {
+        let one_json = serde_json::to_string(&one()).expect("encodes");
+        assert_eq!(
+            one_json,
+            r#"{"kind":"one","from":1,"from_name":"ann","to":2,"text":"hi \"you\"","time":"2024-01-02 03:04:05"}"#
+        );
+        let group_json = serde_json::to_string(&group()).expect("encodes");
+        assert_eq!(
+            group_json,
+            r#"{"kind":"group","from":1,"from_name":"ann","group":9,"text":"hello all","time":"2024-01-02 03:04:05"}"#
+        );
+        for (json, want) in [(one_json, one()), (group_json, group())] {
+            assert_eq!(
+                serde_json::from_str::<Delivery>(&json).expect("decodes"),
+                want
+            );
+        }
+    }
+
+    #[test]
+    fn field_order_and_unknown_fields_do_not_matter() {
+        let json = r#"{"time":"2024-01-02 03:04:05","text":"hello all","extra":[1],"group":9,"from_name":"ann","from":1,"kind":"group"}"#;
+        assert_eq!(
+            serde_json::from_str::<Delivery>(json).expect("decodes"),
+            group()
+        );
+    }
+
+    #[test]
+    fn a_delivery_without_its_recipient_is_refused() {
+        for json in [
+            r#"{"kind":"one","from":1,"from_name":"a","group":9,"text":"t","time":"x"}"#,
+            r#"{"kind":"group","from":1,"from_name":"a","to":2,"text":"t","time":"x"}"#,
+            r#"{"kind":"other","from":1,"from_name":"a","to":2,"text":"t","time":"x"}"#,
+            r#"{"from":1,"from_name":"a","to":2,"text":"t","time":"x"}"#,
+        ] {
+            assert!(serde_json::from_str::<Delivery>(json).is_err(), "{json}");
         }
     }
 }

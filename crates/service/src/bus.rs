@@ -14,9 +14,11 @@ use serde::{Deserialize, Serialize};
 /// What travels between servers for a set of recipients.
 ///
 /// Its serde form is what servers of one cluster exchange, so every server
-/// of a cluster must run the same version of it.
+/// of a cluster must run the same version of it. It is externally tagged
+/// (`{"chat":{…}}`, `"wake"`): serde reads that form in one pass, where an
+/// internally tagged one is first copied whole into a buffer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "notice", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Notice {
     /// A chat message. If it cannot be handed to a session it is stored
     /// offline, by the sender's server or the receiver's.
