@@ -561,22 +561,23 @@ impl Inner {
         if let Err(refusal) = self.check_text(&text) {
             return Ok(Err(refusal));
         }
-        if self.store.group(group).await?.is_none() {
-            return Ok(Err((
-                ErrorCode::NoSuchGroup,
-                format!("no such group: {group}"),
-            )));
-        }
-        let members = self.store.members(group).await?;
-        if !members.iter().any(|m| m.id == session.user) {
+        // One store read per message: members only. A group always has its
+        // creator as a member, so only a refusal asks whether it exists.
+        let members = self.store.member_ids(group).await?;
+        if !members.contains(&session.user) {
+            if members.is_empty() && self.store.group(group).await?.is_none() {
+                return Ok(Err((
+                    ErrorCode::NoSuchGroup,
+                    format!("no such group: {group}"),
+                )));
+            }
             return Ok(Err((
                 ErrorCode::NotMember,
                 format!("you are not a member of group {group}"),
             )));
         }
         let recipients: Vec<UserId> = members
-            .iter()
-            .map(|m| m.id)
+            .into_iter()
             .filter(|id| *id != session.user)
             .collect();
         let time = now();

@@ -157,6 +157,18 @@ pub trait Store: Send + Sync + 'static {
     /// does not exist.
     async fn members(&self, group: GroupId) -> Result<Vec<MemberRecord>, StoreError>;
 
+    /// The ids of the group's members, ordered; empty for a group that does
+    /// not exist. Every group message reads it, so a store should answer it
+    /// without reading the users' names, as `members` must.
+    async fn member_ids(&self, group: GroupId) -> Result<Vec<UserId>, StoreError> {
+        Ok(self
+            .members(group)
+            .await?
+            .into_iter()
+            .map(|m| m.id)
+            .collect())
+    }
+
     /// Every group the user is a member of, ordered by group id, each with
     /// all its members ordered by user id.
     async fn groups_of(&self, user: UserId) -> Result<Vec<GroupWithMembers>, StoreError>;

@@ -163,6 +163,13 @@ async fn unknown_ids<S: Store>(store: S) {
         vec![]
     );
     assert_eq!(
+        ok(
+            store.member_ids(1_000_000).await,
+            "member ids of unknown group"
+        ),
+        Vec::<UserId>::new()
+    );
+    assert_eq!(
         ok(store.friends(nobody).await, "friends of unknown user"),
         vec![]
     );
@@ -387,6 +394,11 @@ async fn add_member<S: Store>(store: S) {
     assert_eq!(
         members, expected,
         "members must be ordered by id, roles kept"
+    );
+    assert_eq!(
+        ok(store.member_ids(group).await, "member ids"),
+        vec![u1, u2, u3, u4],
+        "member ids must be the members', ordered"
     );
 }
 

@@ -339,6 +339,16 @@ impl Store for MysqlStore {
         .await
     }
 
+    async fn member_ids(&self, group: GroupId) -> Result<Vec<UserId>, StoreError> {
+        self.read(|| async move {
+            let mut conn = self.conn().await?;
+            let sql = "SELECT userid FROM groupuser WHERE groupid = ? ORDER BY userid";
+            let ids: Vec<UserId> = conn.exec(sql, (group,)).await?;
+            Ok(ids)
+        })
+        .await
+    }
+
     async fn groups_of(&self, user: UserId) -> Result<Vec<GroupWithMembers>, StoreError> {
         self.read(|| async move {
             let mut conn = self.conn().await?;

@@ -246,6 +246,16 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn member_ids(&self, group: GroupId) -> Result<Vec<UserId>, StoreError> {
+        self.call(move |conn| {
+            let sql = "SELECT userid FROM groupuser WHERE groupid = ?1 ORDER BY userid";
+            let mut stmt = conn.prepare_cached(sql)?;
+            let rows = stmt.query_map([group], |row| row.get(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
     async fn groups_of(&self, user: UserId) -> Result<Vec<GroupWithMembers>, StoreError> {
         self.call(move |conn| {
             // One statement reads one snapshot: no group appears without the
