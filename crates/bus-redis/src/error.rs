@@ -28,6 +28,13 @@ pub enum RedisBusError {
          give every server its own --server-id"
     )]
     ServerIdInUse(String),
+    /// The batch a notice was published in failed; every notice of the
+    /// batch carries the same failure.
+    #[error(transparent)]
+    Batch(std::sync::Arc<RedisBusError>),
+    /// The bus was shut down while a notice waited to be published.
+    #[error("the Redis bus is shut down")]
+    Stopped,
     /// [`Bus::start`](chat_service::Bus::start) was called a second time,
     /// or after [`Bus::shutdown`](chat_service::Bus::shutdown).
     #[error("the Redis bus was already started or has been shut down")]

@@ -32,9 +32,12 @@
 //! Each server subscribes to one channel, `{prefix}server:{server_id}`, and
 //! to nothing else. To publish, a server reads the presence of all the
 //! recipients with one `MGET`, groups them by the server that holds them,
-//! and sends one PUBLISH per server, `{"users":[…],"notice":{…}}`, all of
+//! and sends one PUBLISH per server, `[{"users":[…],"notice":…}]`, all of
 //! them pipelined on one multiplexed connection. The receiving server hands
-//! the notice to its sessions. The other design, a channel per user (and per
+//! the notice to its sessions. Notices published while the previous ones
+//! are on their way wait, and then go out together: one `MGET` for all
+//! their recipients and one PUBLISH per server carrying all of them (the
+//! `publish` module says more). The other design, a channel per user (and per
 //! group), was rejected for what it costs:
 //!
 //! - a message to N recipients on M servers is at most M PUBLISHes, never N:
@@ -45,7 +48,7 @@
 //!   reconnect;
 //! - Redis keeps M channels with one subscriber each, not one per user.
 //!
-//! The price is the `MGET` before each publish, one round trip that also
+//! The price is the `MGET` before each batch, one round trip that also
 //! tells the sender which recipients are offline without asking anyone.
 //!
 //! # No notice vanishes silently
@@ -106,10 +109,10 @@ mod config;
 mod envelope;
 mod error;
 mod presence;
+mod publish;
 mod receive;
 mod upkeep;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -121,8 +124,7 @@ use fred::clients::{Client, SubscriberClient};
 use fred::interfaces::{ClientInterface, ClientLike, EventInterface, PubsubInterface};
 use fred::types::config::{Config, ReconnectPolicy};
 use fred::types::Builder;
-use futures::future::join_all;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -167,7 +169,8 @@ pub struct RedisBus {
 /// Counters of a bus since it connected.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BusStats {
-    /// PUBLISH commands sent: at most one per server per [`Bus::publish`].
+    /// PUBLISH commands sent: at most one per server per [`Bus::publish`],
+    /// fewer when notices published together share a PUBLISH.
     pub publishes: u64,
     /// Notices received from Redis and handed to the service.
     pub notices_received: u64,
@@ -192,6 +195,9 @@ pub(crate) struct Shared {
     renew_now: Notify,
     /// The dispatcher's queue once started, for wakes the bus itself sends.
     inbox: Mutex<Option<mpsc::Sender<Inbox>>>,
+    /// The publisher's queue. Unbounded: every entry is a caller awaiting
+    /// its reply, so it holds at most one notice per request in progress.
+    outbox: mpsc::UnboundedSender<publish::Job>,
 }
 
 #[derive(Default)]
@@ -230,6 +236,7 @@ impl RedisBus {
             }
         };
 
+        let (outbox, jobs) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             channel: config.server_channel(&config.server_id),
             presence: Presence::new(config.clone()),
@@ -239,8 +246,10 @@ impl RedisBus {
             counters: Counters::default(),
             renew_now: Notify::new(),
             inbox: Mutex::new(None),
+            outbox,
         });
         let upkeep = vec![
+            tokio::spawn(publish::run(shared.clone(), jobs)),
             tokio::spawn(upkeep::renew_presence(shared.clone())),
             tokio::spawn(upkeep::watch_commands(shared.clone())),
             tokio::spawn(receive::watch_subscriber(shared.clone())),
@@ -381,55 +390,23 @@ impl Bus for RedisBus {
     }
 
     async fn publish(&self, users: &[UserId], notice: &Notice) -> Result<Vec<UserId>, BusError> {
-        let shared = &self.shared;
-        let holders = shared.presence.holders(&shared.commands, users).await?;
-        let mut unreached = Vec::new();
-        let mut by_server: HashMap<String, Vec<UserId>> = HashMap::new();
-        for (&user, holder) in users.iter().zip(holders) {
-            match holder {
-                Some(server) => by_server.entry(server).or_default().push(user),
-                None => unreached.push(user),
-            }
+        if users.is_empty() {
+            return Ok(Vec::new());
         }
-        if by_server.is_empty() {
-            return Ok(unreached);
+        let notice = EncodedNotice::new(notice).map_err(RedisBusError::from)?;
+        let (reply, answer) = oneshot::channel();
+        let job = publish::Job {
+            users: users.to_vec(),
+            notice,
+            reply,
+        };
+        if self.shared.outbox.send(job).is_err() {
+            return Err(RedisBusError::Stopped.into());
         }
-
-        let encoded = EncodedNotice::new(notice).map_err(RedisBusError::from)?;
-        let mut recipients = Vec::with_capacity(by_server.len());
-        let mut sends = Vec::with_capacity(by_server.len());
-        for (server, users) in by_server {
-            let payload = encoded.for_users(&users).map_err(RedisBusError::from)?;
-            let channel = shared.config.server_channel(&server);
-            sends.push(shared.commands.publish::<u64, _, _>(channel, payload));
-            recipients.push((server, users));
+        match answer.await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(RedisBusError::Stopped.into()),
         }
-        shared
-            .counters
-            .publishes
-            .fetch_add(sends.len() as u64, Ordering::Relaxed);
-
-        // Issued together, the PUBLISHes share round trips on the one
-        // connection instead of waiting for each other.
-        for ((server, users), result) in recipients.into_iter().zip(join_all(sends).await) {
-            match result {
-                Ok(0) => {
-                    debug!(server = %server, users = ?users, "no subscriber: that server is gone");
-                    unreached.extend(users);
-                }
-                Ok(1) => debug!(server = %server, users = ?users, "notice published"),
-                Ok(n) => warn!(
-                    server = %server,
-                    subscribers = n,
-                    "several running servers share one server id: their users may get messages twice"
-                ),
-                Err(e) => {
-                    warn!(server = %server, error = %e, "PUBLISH failed: its users count as unreached");
-                    unreached.extend(users);
-                }
-            }
-        }
-        Ok(unreached)
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

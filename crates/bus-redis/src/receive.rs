@@ -84,36 +84,44 @@ pub(crate) async fn dispatch(
     inbound: Arc<dyn Inbound>,
 ) {
     while let Some(item) = queue.recv().await {
-        let (users, notice) = match item {
+        let notices = match item {
             Inbox::Message(message) => match decode(&shared, &message) {
-                Some(envelope) => (envelope.users, envelope.notice),
+                Some(envelopes) => envelopes.into_iter().map(|e| (e.users, e.notice)).collect(),
                 None => continue,
             },
-            Inbox::Wake(users) => (users, Notice::Wake),
+            Inbox::Wake(users) => vec![(users, Notice::Wake)],
         };
-        // A panic in the service must not end delivery for every later
-        // notice: this one is lost, and that is logged.
-        let handed = AssertUnwindSafe(inbound.notice(users, notice))
-            .catch_unwind()
-            .await;
-        if handed.is_err() {
-            error!("the chat service panicked while taking a notice; that notice is lost");
+        for (users, notice) in notices {
+            // A panic in the service must not end delivery for every later
+            // notice: this one is lost, and that is logged.
+            let handed = AssertUnwindSafe(inbound.notice(users, notice))
+                .catch_unwind()
+                .await;
+            if handed.is_err() {
+                error!("the chat service panicked while taking a notice; that notice is lost");
+            }
         }
     }
     debug!("stopped handing notices to the chat service");
 }
 
-fn decode(shared: &Shared, message: &Message) -> Option<envelope::Envelope> {
+fn decode(shared: &Shared, message: &Message) -> Option<Vec<envelope::Envelope>> {
     let decoded = message
         .value
         .as_bytes()
         .ok_or_else(|| "not a string".to_owned())
         .and_then(|payload| envelope::decode(payload).map_err(|e| e.to_string()));
     match decoded {
-        Ok(envelope) => {
-            shared.counters.received.fetch_add(1, Ordering::Relaxed);
-            debug!(users = ?envelope.users, "notice received from another server");
-            Some(envelope)
+        Ok(envelopes) => {
+            shared
+                .counters
+                .received
+                .fetch_add(envelopes.len() as u64, Ordering::Relaxed);
+            debug!(
+                notices = envelopes.len(),
+                "notices received from another server"
+            );
+            Some(envelopes)
         }
         Err(reason) => {
             shared.counters.malformed.fetch_add(1, Ordering::Relaxed);

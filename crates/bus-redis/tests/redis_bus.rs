@@ -252,6 +252,66 @@ async fn a_thousand_notices_arrive_in_the_order_sent() {
     scope.cleanup().await;
 }
 
+/// Notices published at the same time share MGETs and PUBLISHes, and
+/// every caller's notices still arrive in its own order, to the right
+/// users, once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_notices_share_publishes_and_keep_each_senders_order() {
+    const SENDERS: i64 = 40;
+    const EACH: i64 = 25;
+    let scope = Scope::new("batch").await;
+    let a = std::sync::Arc::new(scope.bus("a", TTL).await);
+    let b = scope.bus("b", TTL).await;
+    let inbox = Recorder::new();
+    b.start(inbox.clone()).await.expect("start");
+    for user in 1..=SENDERS {
+        assert!(b.claim(user).await.expect("claim"));
+    }
+    // A user nobody holds, in every notice: reported back each time.
+    let absent: UserId = 10_000;
+
+    let senders = (1..=SENDERS).map(|user| {
+        let a = a.clone();
+        tokio::spawn(async move {
+            for i in 0..EACH {
+                let unreached = a
+                    .publish(&[user, absent], &chat(user, format!("{user}:{i}")))
+                    .await
+                    .expect("publish");
+                assert_eq!(unreached, vec![absent], "sender {user}, message {i}");
+            }
+        })
+    });
+    for sent in join_all(senders).await {
+        sent.expect("a sender panicked");
+    }
+
+    let total = (SENDERS * EACH) as usize;
+    let got = inbox.wait_for_chats(total).await;
+    assert_eq!(got.len(), total);
+    let mut next = vec![0i64; SENDERS as usize + 1];
+    for (users, notice) in &got {
+        let body = text(notice).expect("a chat");
+        let (user, i) = body.split_once(':').expect("user:index");
+        let (user, i): (i64, i64) = (user.parse().expect("user"), i.parse().expect("index"));
+        assert_eq!(users, &vec![user], "only the holder's own users are named");
+        assert_eq!(
+            i, next[user as usize],
+            "sender {user}'s notices out of order"
+        );
+        next[user as usize] += 1;
+    }
+    let publishes = a.stats().publishes;
+    assert!(
+        publishes < total as u64,
+        "{publishes} PUBLISHes for {total} notices sent together: none were shared"
+    );
+
+    a.shutdown().await;
+    b.shutdown().await;
+    scope.cleanup().await;
+}
+
 #[tokio::test]
 async fn a_payload_that_is_not_a_notice_is_skipped() {
     let scope = Scope::new("malformed").await;
