@@ -29,7 +29,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use chat_proto::{Format, Incoming, Request, ServerMsg, ServerWire};
+use chat_proto::{DeliveryCache, Format, Incoming, Request, ServerMsg, ServerWire};
 use chat_service::{ChatService, Outbound};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -119,6 +119,7 @@ impl MioServer {
                 stopping: stopping.clone(),
                 sessions: sessions.clone(),
                 scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
+                deliveries: DeliveryCache::default(),
             };
             threads.push(
                 std::thread::Builder::new()
@@ -327,6 +328,8 @@ struct IoLoop {
     stopping: Arc<AtomicBool>,
     sessions: Arc<AtomicUsize>,
     scratch: Box<[u8]>,
+    /// A group message goes to many of this loop's connections: encoded once.
+    deliveries: DeliveryCache,
 }
 
 impl IoLoop {
@@ -522,7 +525,7 @@ impl IoLoop {
         loop {
             while conn.output.len() < WRITE_BATCH {
                 match conn.outgoing.try_recv() {
-                    Ok(msg) => conn.format.encode(&msg, &mut conn.output),
+                    Ok(msg) => self.deliveries.encode(conn.format, &msg, &mut conn.output),
                     Err(_) => break,
                 }
             }

@@ -3,7 +3,8 @@
 //! [`serve`] accepts connections and gives each two tasks: a reader that
 //! cuts bytes into requests with [`chat_proto::ServerWire`] and hands them
 //! to the service in order, and a writer that drains the connection's
-//! bounded outbound queue into the socket, batching what has piled up.
+//! bounded outbound queue into the socket, all that has piled up in one
+//! write.
 //!
 //! Limits that keep one client from hurting the others:
 //!
@@ -19,18 +20,19 @@
 //!   per-thread scratch buffer and only a partial frame is kept.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use chat_proto::{Format, Incoming, ServerMsg, ServerWire};
+use chat_proto::{DeliveryCache, Format, Incoming, ServerMsg, ServerWire};
 use chat_service::{ChatService, Connection, Outbound};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
@@ -108,59 +110,100 @@ struct ConnectionTask {
     token: CancellationToken,
 }
 
-/// The service's handle on a connection's outbound queue.
+/// A connection's outbound queue, shared by the service (which queues)
+/// and the connection's writer (which drains it).
 ///
-/// The queue holds boxed messages: a channel allocates its first block of
-/// slots when it is made, and with slots of a pointer rather than of a whole
-/// `ServerMsg` an idle connection's queue costs a tenth of the memory. The
-/// box is one small allocation per message, next to encoding and a write.
+/// A plain deque behind a lock rather than a channel: a tokio channel
+/// allocates its control block (padded to cache lines) and a first block of
+/// slots when it is made, most of a kilobyte that every idle connection
+/// would hold for its whole life. An empty deque holds nothing, and the
+/// writer takes the whole deque each time, so the memory of a burst goes
+/// with it.
 struct QueueOutbound {
-    queue: mpsc::Sender<Box<ServerMsg>>,
+    state: Mutex<QueueState>,
+    /// Wakes the writer; a wake-up given while it is busy is kept for it.
+    ready: Notify,
+    limit: usize,
     token: CancellationToken,
     peer: SocketAddr,
 }
 
+#[derive(Default)]
+struct QueueState {
+    msgs: VecDeque<ServerMsg>,
+    /// The writer is gone: nothing queued now would be written.
+    closed: bool,
+}
+
+impl QueueOutbound {
+    fn state(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        // Every update under this lock is a push, a take or a flag: a
+        // panic elsewhere cannot leave it half done.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Everything queued so far.
+    fn take(&self) -> VecDeque<ServerMsg> {
+        std::mem::take(&mut self.state().msgs)
+    }
+
+    /// What is left, and no more from now on.
+    fn close(&self) -> VecDeque<ServerMsg> {
+        let mut state = self.state();
+        state.closed = true;
+        std::mem::take(&mut state.msgs)
+    }
+}
+
 impl Outbound for QueueOutbound {
     fn send(&self, msg: ServerMsg) -> bool {
-        match self.queue.try_send(Box::new(msg)) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                warn!(peer = %self.peer, "client does not read its messages: disconnecting it");
-                self.token.cancel();
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        let mut state = self.state();
+        if state.closed {
+            return false;
         }
+        if state.msgs.len() >= self.limit {
+            drop(state);
+            warn!(peer = %self.peer, "client does not read its messages: disconnecting it");
+            self.token.cancel();
+            return false;
+        }
+        state.msgs.push_back(msg);
+        drop(state);
+        self.ready.notify_one();
+        true
     }
 
     fn room(&self) -> usize {
         // A quarter of the queue stays free for replies and live messages.
-        self.queue
-            .capacity()
-            .saturating_sub(self.queue.max_capacity() / 4)
+        let queued = self.state().msgs.len();
+        (self.limit - self.limit / 4).saturating_sub(queued)
     }
 }
 
 thread_local! {
     /// Where reads land first, so an idle connection holds no buffer.
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; 64 * 1024].into_boxed_slice());
+    /// A group message goes to many connections, whose writers mostly run
+    /// on the same few threads: encoded once per thread and format.
+    static DELIVERIES: RefCell<DeliveryCache> = RefCell::new(DeliveryCache::default());
 }
 
 impl ConnectionTask {
     async fn run(self, stream: TcpStream, peer: SocketAddr) {
         debug!("connected");
         let (reader, writer) = stream.into_split();
-        let (queue, outgoing) = mpsc::channel(self.config.outbound_queue);
         let format = Arc::new(OnceLock::new());
         let outbound = Arc::new(QueueOutbound {
-            queue,
+            state: Mutex::new(QueueState::default()),
+            ready: Notify::new(),
+            limit: self.config.outbound_queue.max(1),
             token: self.token.clone(),
             peer,
         });
         let writing = tokio::spawn(
             write_loop(
                 writer,
-                outgoing,
+                outbound.clone(),
                 format.clone(),
                 self.token.clone(),
                 self.config.drain_timeout,
@@ -249,47 +292,47 @@ fn read_into(reader: &OwnedReadHalf, buf: &mut BytesMut) -> io::Result<usize> {
 
 async fn write_loop(
     mut writer: OwnedWriteHalf,
-    mut outgoing: mpsc::Receiver<Box<ServerMsg>>,
+    queue: Arc<QueueOutbound>,
     format: Arc<OnceLock<Format>>,
     token: CancellationToken,
     drain_timeout: Duration,
 ) {
     let mut out = BytesMut::new();
     loop {
-        let msg = tokio::select! {
-            biased;
-            msg = outgoing.recv() => match msg {
-                Some(msg) => msg,
-                None => break,
-            },
-            _ = token.cancelled() => break,
-        };
-        let format = format.get().copied().unwrap_or_default();
-        format.encode(&msg, &mut out);
-        while out.len() < 64 * 1024 {
-            match outgoing.try_recv() {
-                Ok(msg) => format.encode(&msg, &mut out),
-                Err(_) => break,
+        let mut msgs = queue.take();
+        if msgs.is_empty() {
+            tokio::select! {
+                biased;
+                _ = queue.ready.notified() => continue,
+                _ = token.cancelled() => break,
             }
         }
-        if writer.write_all(&out).await.is_err() {
-            token.cancel();
-            return;
-        }
-        // Nothing waiting means the connection may now stay idle for hours:
-        // it keeps no buffer meanwhile.
-        if outgoing.is_empty() || out.capacity() > 64 * 1024 {
-            out = BytesMut::new();
-        } else {
+        let format = format.get().copied().unwrap_or_default();
+        while !msgs.is_empty() {
+            DELIVERIES.with(|cache| {
+                let mut cache = cache.borrow_mut();
+                while out.len() < 64 * 1024 {
+                    let Some(msg) = msgs.pop_front() else { break };
+                    cache.encode(format, &msg, &mut out);
+                }
+            });
+            if writer.write_all(&out).await.is_err() {
+                queue.close();
+                token.cancel();
+                return;
+            }
             out.clear();
         }
+        // The connection may now stay idle for hours: it keeps no buffer
+        // meanwhile (the next burst allocates one again).
+        out = BytesMut::new();
     }
 
     // Closing: what is already queued (an error reply, the last
     // deliveries) still goes out, within a bounded time.
     let format = format.get().copied().unwrap_or_default();
-    while let Ok(msg) = outgoing.try_recv() {
-        format.encode(&msg, &mut out);
+    for msg in &queue.close() {
+        format.encode(msg, &mut out);
     }
     let flush = async {
         writer.write_all(&out).await?;

@@ -6,11 +6,13 @@
 //! way requests came. Transports own sockets and nothing of the protocol,
 //! so the tokio and mio transports behave alike byte for byte.
 
+use std::sync::Arc;
+
 use bytes::BytesMut;
 
 use crate::codec::{Codec, JsonCodec};
 use crate::frame::{encode_frame, FrameDecoder, FrameError, Framing};
-use crate::message::{ErrorCode, Failure, Request, ServerMsg};
+use crate::message::{Delivery, ErrorCode, Failure, Request, ServerMsg};
 use crate::protobuf::ProtobufCodec;
 
 /// The codec of a payload.
@@ -64,6 +66,56 @@ impl Format {
             CodecKind::Protobuf => ProtobufCodec.encode_reply(msg, &mut payload),
         }
         encode_frame(self.framing, &payload, out);
+    }
+}
+
+/// Encodes a group message once per format for all the connections it
+/// goes to, instead of once per connection.
+///
+/// A server hands one delivery (one `Arc`) to every member it holds, and
+/// their writers encode it one after the other: the cache keeps the frames
+/// of the newest shared delivery, one per format, and copies them. A
+/// delivery that nobody else holds (a one-to-one message) is encoded as
+/// usual and not kept. A transport keeps one cache per thread.
+#[derive(Debug, Default)]
+pub struct DeliveryCache {
+    /// Frames of one delivery; holding its `Arc` keeps its address from
+    /// being reused by another delivery while the entry lives.
+    entries: Vec<(Arc<Delivery>, Format, Vec<u8>)>,
+}
+
+impl DeliveryCache {
+    /// Appends `msg`, framed in `format`, to `out`.
+    pub fn encode(&mut self, format: Format, msg: &ServerMsg, out: &mut BytesMut) {
+        let ServerMsg::Deliver(delivery) = msg else {
+            return format.encode(msg, out);
+        };
+        if let Some((_, _, frame)) = self
+            .entries
+            .iter()
+            .find(|(d, f, _)| Arc::ptr_eq(d, delivery) && *f == format)
+        {
+            out.extend_from_slice(frame);
+            return;
+        }
+        let start = out.len();
+        format.encode(msg, out);
+        if Arc::strong_count(delivery) <= 1 + usize::from(self.holds(delivery)) {
+            // Held by this message alone (and perhaps by the cache): no
+            // other connection will ask for it.
+            return;
+        }
+        if !self.holds(delivery) {
+            self.entries.clear();
+        }
+        let frame = out[start..].to_vec();
+        self.entries.push((delivery.clone(), format, frame));
+    }
+
+    fn holds(&self, delivery: &Arc<Delivery>) -> bool {
+        self.entries
+            .first()
+            .is_some_and(|(d, _, _)| Arc::ptr_eq(d, delivery))
     }
 }
 
@@ -139,7 +191,77 @@ impl ServerWire {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::message::MsgId;
+    use crate::message::{GroupMessage, MsgId};
+
+    fn formats() -> [Format; 2] {
+        [
+            Format::default(),
+            Format {
+                framing: Framing::Length,
+                codec: CodecKind::Protobuf,
+            },
+        ]
+    }
+
+    fn group_delivery(text: &str) -> Arc<Delivery> {
+        Arc::new(Delivery::Group(GroupMessage {
+            from: 1,
+            from_name: "ann".to_owned(),
+            group: 3,
+            text: text.to_owned(),
+            time: "2024-01-02 03:04:05".to_owned(),
+        }))
+    }
+
+    fn plain(format: Format, msg: &ServerMsg) -> BytesMut {
+        let mut out = BytesMut::new();
+        format.encode(msg, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_shared_delivery_is_encoded_once_per_format_and_reads_the_same() {
+        let mut cache = DeliveryCache::default();
+        let delivery = group_delivery("to all");
+        // Three members' copies of one group message.
+        let msgs: Vec<ServerMsg> = (0..3)
+            .map(|_| ServerMsg::Deliver(delivery.clone()))
+            .collect();
+        for format in formats() {
+            for msg in &msgs {
+                let mut out = BytesMut::from(&b"before"[..]);
+                cache.encode(format, msg, &mut out);
+                assert_eq!(&out[..6], b"before");
+                assert_eq!(&out[6..], &plain(format, msg)[..]);
+            }
+        }
+        assert_eq!(cache.entries.len(), 2, "one frame per format");
+
+        // The next shared delivery replaces them.
+        let next = group_delivery("again");
+        let copies = [ServerMsg::Deliver(next.clone()), ServerMsg::Deliver(next)];
+        let mut out = BytesMut::new();
+        cache.encode(Format::default(), &copies[0], &mut out);
+        assert_eq!(&out[..], &plain(Format::default(), &copies[0])[..]);
+        assert_eq!(cache.entries.len(), 1);
+        assert!(!cache.holds(&delivery));
+    }
+
+    #[test]
+    fn a_delivery_nobody_else_holds_is_not_kept() {
+        let mut cache = DeliveryCache::default();
+        let msg = ServerMsg::Deliver(group_delivery("just you"));
+        let mut out = BytesMut::new();
+        cache.encode(Format::default(), &msg, &mut out);
+        assert_eq!(&out[..], &plain(Format::default(), &msg)[..]);
+        assert!(cache.entries.is_empty());
+
+        let pong = ServerMsg::Pong;
+        let mut out = BytesMut::new();
+        cache.encode(Format::default(), &pong, &mut out);
+        assert_eq!(&out[..], &plain(Format::default(), &pong)[..]);
+        assert!(cache.entries.is_empty());
+    }
 
     #[test]
     fn requests_and_refusals_in_order() {
