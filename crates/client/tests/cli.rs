@@ -16,14 +16,36 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use tokio::time::timeout;
 
-/// Runs the binary against `addr` with `script` on its standard input.
-async fn run(addr: &str, script: &str) -> String {
-    run_with(&["--addr", addr], script).await
+/// Runs the binary with `args` and `script` on its standard input; what it
+/// printed. Every command must succeed.
+async fn run_with(args: &[&str], script: &str) -> String {
+    let ran = run_raw(args, script).await;
+    assert!(ran.ok, "exit status says a command failed: {ran:?}");
+    assert!(ran.err.is_empty(), "stderr: {}", ran.err);
+    ran.out
 }
 
-/// Runs the binary with `args` and `script` on its standard input; what it
-/// printed.
-async fn run_with(args: &[&str], script: &str) -> String {
+/// Runs the binary against `addr` with `script`, in which `failures`
+/// commands fail: the exit status and standard error must say so.
+async fn run_failing(addr: &str, script: &str, failures: usize) -> String {
+    let ran = run_raw(&["--addr", addr], script).await;
+    assert!(!ran.ok, "exit status says every command worked: {ran:?}");
+    assert_eq!(
+        ran.err,
+        format!("{failures} command(s) failed\n"),
+        "{ran:?}"
+    );
+    ran.out
+}
+
+#[derive(Debug)]
+struct Ran {
+    out: String,
+    err: String,
+    ok: bool,
+}
+
+async fn run_raw(args: &[&str], script: &str) -> Ran {
     let mut child = Command::new(env!("CARGO_BIN_EXE_chat-client"))
         .args(args)
         .stdin(Stdio::piped())
@@ -42,10 +64,11 @@ async fn run_with(args: &[&str], script: &str) -> String {
         .await
         .expect("the binary finishes")
         .expect("its output");
-    assert!(output.status.success(), "{output:?}");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.is_empty(), "stderr: {stderr}");
-    String::from_utf8(output.stdout).expect("UTF-8 output")
+    Ran {
+        out: String::from_utf8(output.stdout).expect("UTF-8 output"),
+        err: String::from_utf8_lossy(&output.stderr).into_owned(),
+        ok: output.status.success(),
+    }
 }
 
 fn lisi() -> Friend {
@@ -138,7 +161,8 @@ fn chat_server(_: usize, request: &Request) -> Answer {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_scripted_session() {
     let server = FakeServer::start(chat_server).await;
-    let out = run(
+    // Three commands fail: the wrong password, the unknown friend, /bogus.
+    let out = run_failing(
         &server.addr.to_string(),
         "/login 12 nope\n\
          /login 12 pw\n\
@@ -149,6 +173,7 @@ async fn a_scripted_session() {
          /bogus\n\
          /quit\n\
          /msg 13 never sent\n",
+        3,
     )
     .await;
 
@@ -187,9 +212,11 @@ async fn a_lost_connection_is_told_and_reconnected() {
         _ => chat_server(n, request),
     })
     .await;
-    let out = run(
+    // The /list whose reply the lost connection took counts as failed.
+    let out = run_failing(
         &server.addr.to_string(),
         "/login 12 pw\n/list\n/wait 3\n/login 12 pw\n",
+        1,
     )
     .await;
 
@@ -218,7 +245,7 @@ async fn no_server_is_told_and_nothing_hangs() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
         listener.local_addr().expect("bound")
     };
-    let out = run(&addr.to_string(), "/list\n").await;
+    let out = run_failing(&addr.to_string(), "/list\n", 1).await;
     assert!(out.contains("cannot connect to"), "{out}");
     assert!(
         out.contains("not sent: not connected to the server"),
@@ -246,9 +273,10 @@ async fn protobuf_speaks_the_same_chat() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_logout_ends_the_conversation() {
     let server = FakeServer::start(chat_server).await;
-    let out = run(
+    let out = run_failing(
         &server.addr.to_string(),
         "/login 12 pw\n/msg 13 first\n/logout\n/login 12 pw\nsecond\n",
+        1,
     )
     .await;
 

@@ -15,6 +15,7 @@ mod session;
 mod terminal;
 
 use std::io::IsTerminal;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,7 +114,7 @@ impl Args {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
     // Logs go to standard error and are quiet unless asked for, so that
     // they do not break into the chat on the terminal.
@@ -137,13 +138,19 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(Session::new(config, face.output, args.json).run(face.lines));
+    let failures = runtime.block_on(Session::new(config, face.output, args.json).run(face.lines));
 
     // The session has dropped its output; wait until the last of it is out.
     if face.printer.join().is_err() {
         eprintln!("the printing thread failed");
     }
-    Ok(())
+    // A script learns from the exit status whether every command worked;
+    // a person has seen each failure already.
+    if !interactive && failures > 0 {
+        eprintln!("{failures} command(s) failed");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -52,6 +52,9 @@ pub struct Session {
     login_lost: bool,
     /// Requests sent on this connection whose replies have not come yet.
     replies_owed: usize,
+    /// Commands that failed: refused by the server, not understood, or not
+    /// sent. A script's exit status says whether there were any.
+    failures: usize,
 }
 
 /// The state of the connection.
@@ -89,11 +92,12 @@ impl Session {
             me: None,
             login_lost: false,
             replies_owed: 0,
+            failures: 0,
         }
     }
 
-    /// Runs until `/quit` or the end of input.
-    pub async fn run(mut self, mut lines: mpsc::UnboundedReceiver<String>) {
+    /// Runs until `/quit` or the end of input; how many commands failed.
+    pub async fn run(mut self, mut lines: mpsc::UnboundedReceiver<String>) -> usize {
         // The first connection is waited for, so that a script's first
         // line does not find the session still connecting.
         self.start_connecting();
@@ -121,6 +125,13 @@ impl Session {
         if let Link::Up(client) = self.link {
             client.close().await;
         }
+        self.failures
+    }
+
+    /// Tells the person a command failed, and counts it.
+    fn failed(&mut self, line: impl Into<String>) {
+        self.failures += 1;
+        self.out.line(line);
     }
 
     /// Carries out one typed line; `false` to quit.
@@ -128,7 +139,7 @@ impl Session {
         let command = match command::parse(line) {
             Ok(command) => command,
             Err(error) => {
-                self.out.line(error);
+                self.failed(error);
                 return true;
             }
         };
@@ -142,9 +153,9 @@ impl Session {
                 Some(Conversation::Group(group)) => {
                     self.ask(Request::GroupChat { group, text }).await
                 }
-                None => self
-                    .out
-                    .line("no conversation yet: start one with /msg <id> or /g <groupid>"),
+                None => {
+                    self.failed("no conversation yet: start one with /msg <id> or /g <groupid>")
+                }
             },
             Command::Msg { to, text } => {
                 self.conversation = Some(Conversation::User(to));
@@ -192,12 +203,12 @@ impl Session {
             self.on_link_event(event);
         }
         let Link::Up(client) = &self.link else {
-            self.out.line("not sent: not connected to the server");
+            self.failed("not sent: not connected to the server");
             return;
         };
         if client.send(request).await.is_err() {
             // The link notices the end too and tells the person why.
-            self.out.line("not sent: the connection has ended");
+            self.failed("not sent: the connection has ended");
             return;
         }
         self.replies_owed += 1;
@@ -210,13 +221,18 @@ impl Session {
             match timeout_at(deadline, next_event(&mut self.link)).await {
                 Ok(event) => self.on_link_event(event),
                 Err(_) => {
-                    self.out.line(format!(
+                    self.failed(format!(
                         "no reply within {} s; it will show when it comes",
                         REPLY_TIMEOUT.as_secs()
                     ));
                     return;
                 }
             }
+        }
+        if !matches!(self.link, Link::Up(_)) {
+            // The connection ended before the reply came; the person was
+            // told so when it was lost.
+            self.failures += 1;
         }
     }
 
@@ -302,9 +318,9 @@ impl Session {
     fn show_text(&mut self, msg: ServerMsg) {
         match msg {
             ServerMsg::LoginAck(Ok(login)) => self.logged_in(&login),
-            ServerMsg::LoginAck(Err(failure)) => self
-                .out
-                .line(format!("login failed: {}", display::failure(&failure))),
+            ServerMsg::LoginAck(Err(failure)) => {
+                self.failed(format!("login failed: {}", display::failure(&failure)))
+            }
             ServerMsg::LogoutAck => {
                 self.me = None;
                 self.conversation = None;
@@ -313,7 +329,7 @@ impl Session {
             ServerMsg::RegAck(Ok(id)) => self.out.line(format!(
                 "registered: your id is {id}; log in with /login {id} <password>"
             )),
-            ServerMsg::RegAck(Err(failure)) => self.out.line(format!(
+            ServerMsg::RegAck(Err(failure)) => self.failed(format!(
                 "registration failed: {}",
                 display::failure(&failure)
             )),
@@ -353,9 +369,9 @@ impl Session {
                 self.out.line(display::friends(&friends));
                 self.out.line(display::groups(&groups));
             }
-            ServerMsg::Error { failure, .. } => self
-                .out
-                .line(format!("error: {}", display::failure(&failure))),
+            ServerMsg::Error { failure, .. } => {
+                self.failed(format!("error: {}", display::failure(&failure)))
+            }
         }
     }
 
