@@ -104,6 +104,8 @@ mod code {
     pub const SERVER_SHUTDOWN: u16 = 1053;
     /// The connection was killed (`KILL`, an administrator, a restart).
     pub const CONNECTION_KILLED: u16 = 1927;
+    /// The transaction lost a deadlock and was rolled back whole.
+    pub const DEADLOCK: u16 = 1213;
 }
 
 /// A [`Store`] on a MariaDB database, through a pool of connections.
@@ -212,6 +214,23 @@ impl MysqlStore {
         .await
     }
 
+    /// Runs a write, bounded in time. A write is never repeated after a
+    /// lost connection (it may have been applied), but it is when MariaDB
+    /// chose it as the victim of a deadlock, which InnoDB resolves by
+    /// rolling the victim's transaction back whole: concurrent offline
+    /// inserts and deletes for the same users meet in this way under load.
+    async fn write<T, F, Fut>(
+        &self,
+        map: fn(mysql_async::Error) -> StoreError,
+        work: F,
+    ) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = mysql_async::Result<T>>,
+    {
+        self.call(map, retry_deadlocks(work)).await
+    }
+
     async fn conn(&self) -> mysql_async::Result<Conn> {
         self.pool.get_conn().await
     }
@@ -230,7 +249,7 @@ impl Store for MysqlStore {
     }
 
     async fn create_user(&self, name: &str, password_hash: &str) -> Result<UserId, StoreError> {
-        self.call(name_taken, async {
+        self.write(name_taken, || async move {
             let mut conn = self.conn().await?;
             let sql = "INSERT INTO `user` (name, password_hash) VALUES (?, ?)";
             conn.exec_drop(sql, (name, password_hash)).await?;
@@ -256,7 +275,7 @@ impl Store for MysqlStore {
     }
 
     async fn add_friendship(&self, a: UserId, b: UserId) -> Result<bool, StoreError> {
-        self.call(StoreError::backend, async {
+        self.write(StoreError::backend, || async move {
             let mut conn = self.conn().await?;
             // Both directions in one statement: a friendship is never half
             // written. A row that exists already counts as no change.
@@ -285,7 +304,7 @@ impl Store for MysqlStore {
         name: &str,
         desc: &str,
     ) -> Result<GroupId, StoreError> {
-        self.call(name_taken, async {
+        self.write(name_taken, || async move {
             let mut conn = self.conn().await?;
             let mut tx = conn.start_transaction(TxOpts::default()).await?;
             let sql = "INSERT INTO allgroup (groupname, groupdesc) VALUES (?, ?)";
@@ -318,7 +337,7 @@ impl Store for MysqlStore {
         user: UserId,
         role: Role,
     ) -> Result<bool, StoreError> {
-        self.call(StoreError::backend, async {
+        self.write(StoreError::backend, || async move {
             let mut conn = self.conn().await?;
             let sql = "INSERT INTO groupuser (groupid, userid, grouprole) VALUES (?, ?, ?) \
                        ON DUPLICATE KEY UPDATE groupid = groupid";
@@ -382,7 +401,7 @@ impl Store for MysqlStore {
         if users.is_empty() {
             return Ok(());
         }
-        self.call(StoreError::backend, async {
+        self.write(StoreError::backend, || async move {
             let mut conn = self.conn().await?;
             let mut tx = conn.start_transaction(TxOpts::default()).await?;
             let sql = "INSERT INTO offlinemessage (userid, payload) VALUES (?, ?)";
@@ -410,7 +429,7 @@ impl Store for MysqlStore {
         if ids.is_empty() {
             return Ok(());
         }
-        self.call(StoreError::backend, async {
+        self.write(StoreError::backend, || async move {
             let mut conn = self.conn().await?;
             let mut tx = conn.start_transaction(TxOpts::default()).await?;
             for batch in ids.chunks(DELETE_BATCH) {
@@ -542,10 +561,81 @@ fn connection_lost(err: &mysql_async::Error) -> bool {
     }
 }
 
+/// Times a transaction is run again after losing a deadlock.
+const DEADLOCK_RETRIES: u32 = 5;
+
+/// Runs `work`, and again while it loses deadlocks, a few times, with a
+/// growing pause so that the transactions that met do not meet again.
+async fn retry_deadlocks<T, F, Fut>(work: F) -> mysql_async::Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = mysql_async::Result<T>>,
+{
+    let mut lost = 0;
+    loop {
+        match work().await {
+            Err(mysql_async::Error::Server(server))
+                if server.code == code::DEADLOCK && lost < DEADLOCK_RETRIES =>
+            {
+                lost += 1;
+                tracing::debug!(%server, lost, "lost a deadlock; running the transaction again");
+                tokio::time::sleep(Duration::from_millis(2 << lost)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 fn timed_out(limit: Duration) -> StoreError {
     StoreError::Backend(format!("MariaDB did not answer within {limit:?}").into())
 }
 
 fn invalid(message: &str) -> StoreError {
     StoreError::Backend(message.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    fn server_error(code: u16) -> mysql_async::Error {
+        mysql_async::Error::Server(mysql_async::ServerError {
+            code,
+            message: "test".to_owned(),
+            state: "40001".to_owned(),
+        })
+    }
+
+    /// Fails with `code` `failures` times, then succeeds; counts its runs.
+    async fn flaky(runs: &AtomicU32, failures: u32, code: u16) -> mysql_async::Result<u32> {
+        let run = runs.fetch_add(1, Ordering::SeqCst);
+        if run < failures {
+            Err(server_error(code))
+        } else {
+            Ok(run)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_transaction_that_loses_deadlocks_runs_again() {
+        let runs = AtomicU32::new(0);
+        let result = retry_deadlocks(|| flaky(&runs, 2, code::DEADLOCK)).await;
+        assert_eq!(result.ok(), Some(2));
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn retries_end_and_other_errors_are_not_retried() {
+        let runs = AtomicU32::new(0);
+        let result = retry_deadlocks(|| flaky(&runs, u32::MAX, code::DEADLOCK)).await;
+        assert!(result.is_err());
+        assert_eq!(runs.load(Ordering::SeqCst), DEADLOCK_RETRIES + 1);
+
+        let runs = AtomicU32::new(0);
+        let result = retry_deadlocks(|| flaky(&runs, 1, code::DUPLICATE_ENTRY)).await;
+        assert!(result.is_err());
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
 }
