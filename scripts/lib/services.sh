@@ -1,4 +1,4 @@
-# Shared by scripts/test and scripts/bench: make sure MariaDB, Redis and
+# Shared by scripts/test, scripts/bench and scripts/bench-ab: make sure MariaDB, Redis and
 # nginx (with its stream module) are available on a Debian 12 machine.
 #
 # Where MariaDB and Redis already answer on their standard ports with the
@@ -129,6 +129,19 @@ ensure_redis() {
         return 1
     }
     export CHAT_TEST_REDIS_URL="redis://127.0.0.1:$port"
+}
+
+drop_database() { # name: drops it on CHAT_TEST_MYSQL_URL's server, if it is there
+    local rest="${CHAT_TEST_MYSQL_URL#mysql://}" cred host port user
+    cred="${rest%%@*}" && host="${rest#*@}" && host="${host%%/*}"
+    user="${cred%%:*}" && port="${host#*:}" && host="${host%%:*}"
+    if [ "$cred" != "$user" ]; then
+        MYSQL_PWD="${cred#*:}" mariadb --protocol=tcp -h "$host" -P "$port" -u "$user" \
+            -e "DROP DATABASE IF EXISTS \`$1\`" 2>/dev/null || true
+    else
+        mariadb --protocol=tcp -h "$host" -P "$port" -u "$user" \
+            -e "DROP DATABASE IF EXISTS \`$1\`" 2>/dev/null || true
+    fi
 }
 
 ensure_nginx() {
