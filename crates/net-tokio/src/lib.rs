@@ -118,7 +118,9 @@ struct ConnectionTask {
 /// slots when it is made, most of a kilobyte that every idle connection
 /// would hold for its whole life. An empty deque holds nothing, and the
 /// writer takes the whole deque each time, so the memory of a burst goes
-/// with it.
+/// with it. The limit counts what waits in the deque, not what the writer
+/// took and is still writing: a client that stops reading holds at most
+/// twice the limit in messages before it is disconnected.
 struct QueueOutbound {
     state: Mutex<QueueState>,
     /// Wakes the writer; a wake-up given while it is busy is kept for it.
