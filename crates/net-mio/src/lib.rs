@@ -194,6 +194,8 @@ enum Command {
     Resume(Token),
     /// The service asked to close the connection (its queue overflowed).
     Close(Token),
+    /// The connection's task is done: close once its output is written.
+    Finished(Token),
 }
 
 #[derive(Clone)]
@@ -314,6 +316,8 @@ struct Conn {
     last_heard: Instant,
     /// Set once the connection must close after flushing what is queued.
     closing: bool,
+    /// The task has sent its last message: close when all is written.
+    finished: bool,
 }
 
 struct IoLoop {
@@ -396,6 +400,12 @@ impl IoLoop {
                     }
                 }
                 Command::Close(token) => self.close(token, "closed by the server"),
+                Command::Finished(token) => {
+                    if let Some(conn) = self.connections.get_mut(&token) {
+                        conn.finished = true;
+                    }
+                    self.flush(token);
+                }
             }
         }
     }
@@ -446,7 +456,7 @@ impl IoLoop {
                 }
             }
             connection.close().await;
-            owner.send(Command::Close(token));
+            owner.send(Command::Finished(token));
             sessions.fetch_sub(1, Ordering::SeqCst);
         });
 
@@ -468,6 +478,7 @@ impl IoLoop {
                 writable_interest: false,
                 last_heard: Instant::now(),
                 closing: false,
+                finished: false,
             },
         );
     }
@@ -483,7 +494,15 @@ impl IoLoop {
         loop {
             match conn.stream.read(&mut self.scratch) {
                 Ok(0) => {
-                    end = Some("closed by the client");
+                    // The client may have only shut down its sending side
+                    // (`nc -q1`, a script piped in): it still waits for the
+                    // replies to what it sent. The task answers those, logs
+                    // out and then asks for the close.
+                    conn.closing = true;
+                    conn.input.clear();
+                    if conn.requests.take().is_none() {
+                        end = Some("closed by the client");
+                    }
                     break;
                 }
                 Ok(n) => {
@@ -541,6 +560,9 @@ impl IoLoop {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return self.close(token, "write error"),
             }
+        }
+        if conn.finished && conn.output.is_empty() {
+            return self.close(token, "session ended");
         }
         // All written: an idle connection keeps no output buffer.
         if conn.output.is_empty() && conn.output.capacity() > 0 {

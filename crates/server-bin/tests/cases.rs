@@ -79,6 +79,37 @@ fn c01_a_thousand_messages_in_one_write_arrive_in_order(d: &Deployment) {
     }
 }
 
+fn c01_requests_before_a_half_close_are_answered(d: &Deployment) {
+    // `printf ... | nc -q1 host port` sends its requests and shuts down its
+    // sending side: the replies must still come, then the close.
+    let a = d.register("a");
+    let mut x = d.connect(0);
+    let mut bytes = x.frame(&Request::Login {
+        id: a,
+        password: "pw".into(),
+        version: 1,
+    });
+    for _ in 0..200 {
+        bytes.extend(x.frame(&Request::Ping));
+    }
+    x.send_raw(&bytes);
+    x.stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    assert!(matches!(x.recv(), ServerMsg::LoginAck(Ok(_))));
+    for i in 0..200 {
+        assert_eq!(x.recv(), ServerMsg::Pong, "pong {i}");
+    }
+    assert_eq!(
+        x.recv_payload(),
+        None,
+        "the server closes after the replies"
+    );
+    // The session ended with the connection: the user can log in again.
+    let mut y = d.connect(1);
+    y.login(a);
+}
+
 fn c02_malformed_input_is_answered_and_hurts_nobody_else(d: &Deployment) {
     let (a, b) = (d.register("a"), d.register("b"));
     let mut pa = d.connect(0);
@@ -492,6 +523,7 @@ macro_rules! cases {
             c01_a_request_split_across_a_pause_is_one_request,
             c01_nul_terminated_requests_as_the_reference_client_sends,
             c01_a_thousand_messages_in_one_write_arrive_in_order,
+            c01_requests_before_a_half_close_are_answered,
             c02_malformed_input_is_answered_and_hurts_nobody_else,
             c03_missing_or_mistyped_fields,
             c04_one_connection_several_sessions,
