@@ -299,17 +299,24 @@ async fn a_logout_ends_the_conversation() {
 async fn json_prints_each_server_message_as_one_json_line() {
     let server = FakeServer::start(chat_server).await;
     let addr = server.addr.to_string();
-    let out = run_with(
+    let ran = run_raw(
         &["--addr", &addr, "--json"],
-        "/login 12 pw\n/msg 13 hello\nand again\n",
+        "/login 12 pw\n/msg 13 hello\n/nonsense\nand again\n",
     )
     .await;
+    let out = ran.out;
 
+    // Standard output is for programs: JSON lines and nothing else. The
+    // program's own notes, and the command it did not understand, are on
+    // standard error, and the exit status counts the failure.
     let messages: Vec<serde_json::Value> = out
         .lines()
-        .filter(|line| line.starts_with('{'))
         .map(|line| serde_json::from_str(line).expect("a whole JSON object per line"))
         .collect();
+    assert!(ran.err.contains("connected to"), "{}", ran.err);
+    assert!(ran.err.contains("unknown command /nonsense"), "{}", ran.err);
+    assert!(ran.err.ends_with("1 command(s) failed\n"), "{}", ran.err);
+    assert!(!ran.ok);
     let ids: Vec<u64> = messages
         .iter()
         .filter_map(|m| m["msgid"].as_u64())

@@ -60,8 +60,9 @@ struct Args {
 
     /// Print every message from the server as one JSON line (the
     /// protocol's own JSON form) instead of readable text: for scripts.
-    /// The program's own notes (connection state, command errors) stay
-    /// readable.
+    /// The program's own notes (connection state, why a command failed)
+    /// stay readable and, unless both ends are a terminal, go to standard
+    /// error so that standard output is JSON lines only.
     #[arg(long, env = "CHAT_JSON")]
     json: bool,
 }
@@ -126,13 +127,17 @@ fn main() -> anyhow::Result<ExitCode> {
     let config = args.client_config()?;
 
     let interactive = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-    let face = match interactive {
+    let mut face = match interactive {
         true => terminal::terminal().unwrap_or_else(|error| {
             eprintln!("no line editing on this terminal ({error}); reading plain lines");
             terminal::plain()
         }),
         false => terminal::plain(),
     };
+
+    if args.json && !interactive {
+        face.output = face.output.notes_apart();
+    }
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

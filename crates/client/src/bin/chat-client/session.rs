@@ -104,7 +104,7 @@ impl Session {
         let event = next_event(&mut self.link).await;
         self.on_link_event(event);
         self.out
-            .line("/help lists the commands; /quit or Ctrl-D leaves");
+            .note("/help lists the commands; /quit or Ctrl-D leaves");
         self.out.prompt(self.prompt());
 
         loop {
@@ -131,7 +131,7 @@ impl Session {
     /// Tells the person a command failed, and counts it.
     fn failed(&mut self, line: impl Into<String>) {
         self.failures += 1;
-        self.out.line(line);
+        self.out.note(line);
     }
 
     /// Carries out one typed line; `false` to quit.
@@ -145,7 +145,7 @@ impl Session {
         };
         match command {
             Command::Nothing => {}
-            Command::Help => self.out.line(HELP),
+            Command::Help => self.out.note(HELP),
             Command::Quit => return false,
             Command::Wait(duration) => self.wait(duration).await,
             Command::Say(text) => match self.conversation {
@@ -239,7 +239,7 @@ impl Session {
     /// Shows what arrives for a while, without reading input.
     async fn wait(&mut self, duration: Duration) {
         let Some(deadline) = Instant::now().checked_add(duration) else {
-            self.out.line("that is longer than this program can wait");
+            self.out.note("that is longer than this program can wait");
             return;
         };
         loop {
@@ -262,7 +262,7 @@ impl Session {
                 self.replies_owed = 0;
                 self.login_lost |= self.me.take().is_some();
                 let delay = self.backoff.next_delay();
-                self.out.line(format!(
+                self.out.note(format!(
                     "connection lost: {reason}; reconnecting in {}",
                     seconds(delay)
                 ));
@@ -274,18 +274,18 @@ impl Session {
                 self.backoff.reset();
                 let peer = client.peer_addr();
                 if std::mem::take(&mut self.login_lost) {
-                    self.out.line(format!(
+                    self.out.note(format!(
                         "reconnected to {peer}; you are logged out: /login <id> <password> again"
                     ));
                 } else {
-                    self.out.line(format!("connected to {peer}"));
+                    self.out.note(format!("connected to {peer}"));
                 }
                 self.link = Link::Up(client);
             }
             LinkEvent::Connected(Err(error)) => {
                 let delay = self.backoff.next_delay();
                 self.out
-                    .line(format!("{error}; retrying in {}", seconds(delay)));
+                    .note(format!("{error}; retrying in {}", seconds(delay)));
                 self.link = Link::Down {
                     retry_at: Instant::now() + delay,
                 };

@@ -23,6 +23,9 @@ pub struct Output {
     text: std_mpsc::Sender<String>,
     /// The line editor's next prompt; `None` without a terminal.
     prompts: Option<std_mpsc::Sender<String>>,
+    /// Notes go to standard error, leaving standard output to the
+    /// server's messages.
+    notes_apart: bool,
 }
 
 impl Output {
@@ -33,6 +36,25 @@ impl Output {
         let _ = self.text.send(text.into());
     }
 
+    /// Shows a note of the program's own: connection state, help, why a
+    /// command failed.
+    pub fn note(&self, text: impl Into<String>) {
+        if self.notes_apart {
+            eprintln!("{}", text.into());
+        } else {
+            self.line(text);
+        }
+    }
+
+    /// Sends notes to standard error from now on, so that a program
+    /// reading standard output finds only what it asked for.
+    pub fn notes_apart(self) -> Output {
+        Output {
+            notes_apart: true,
+            ..self
+        }
+    }
+
     /// An output that shows nothing: for text that is to be worked out
     /// for what it teaches but not shown.
     pub fn discard() -> Output {
@@ -40,6 +62,7 @@ impl Output {
         Output {
             text,
             prompts: None,
+            notes_apart: false,
         }
     }
 
@@ -81,6 +104,7 @@ pub fn terminal() -> Result<Face, ReadlineError> {
         output: Output {
             text: text_tx,
             prompts: Some(prompt_tx),
+            notes_apart: false,
         },
         printer,
     })
@@ -103,6 +127,7 @@ pub fn plain() -> Face {
         output: Output {
             text: text_tx,
             prompts: None,
+            notes_apart: false,
         },
         printer,
     }
