@@ -165,6 +165,19 @@ impl ServerWire {
                     request: None,
                     failure: Failure::new(code, e.to_string()),
                 };
+                // Refused before any payload was read, the codec is not
+                // known, but the framing may be: a length-framed client
+                // reads a length-framed reply, with a JSON payload.
+                // Only when the connection ends here: a refusal it lives
+                // through leaves the codec to its first payload.
+                if e.is_fatal() && self.format.is_none() {
+                    if let Some(framing) = self.decoder.framing() {
+                        self.format = Some(Format {
+                            framing,
+                            codec: CodecKind::Json,
+                        });
+                    }
+                }
                 return Some(if e.is_fatal() {
                     Incoming::Fatal(reply)
                 } else {
@@ -217,6 +230,26 @@ mod tests {
         let mut out = BytesMut::new();
         format.encode(msg, &mut out);
         out
+    }
+
+    #[test]
+    fn an_oversized_first_frame_is_answered_in_the_connections_framing() {
+        let mut wire = ServerWire::new(100);
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&[0, 0, 1, 0]);
+        let Some(Incoming::Fatal(reply)) = wire.next(&mut buf) else {
+            panic!("an oversized frame is fatal");
+        };
+        let format = wire.format().expect("the framing is known");
+        assert_eq!(format.framing, Framing::Length);
+        let out = plain(format, &reply);
+        let mut decoder = FrameDecoder::with_framing(1 << 20, Framing::Length);
+        let payload = decoder
+            .decode(&mut out.clone())
+            .expect("a whole frame")
+            .expect("a valid frame");
+        let decoded = JsonCodec.decode_reply(&payload).expect("a JSON reply");
+        assert_eq!(decoded, reply);
     }
 
     #[test]
