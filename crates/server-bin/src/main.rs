@@ -8,6 +8,7 @@
 mod config;
 
 use std::io::IsTerminal;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -19,7 +20,35 @@ use tracing_subscriber::EnvFilter;
 
 use config::{Args, BusUrl, Settings, StoreUrl, Transport};
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
+    match start() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", report(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error and its causes on one line, each said once: the store and
+/// database clients put their cause's text in their own message as well
+/// as giving it as the source, so a plain chain repeats it.
+fn report(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let message = cause.to_string();
+        if text.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
+}
+
+fn start() -> Result<()> {
     let settings = Settings::load(Args::parse())?;
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&settings.log).context("invalid log filter")?)

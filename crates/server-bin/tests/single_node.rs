@@ -335,6 +335,29 @@ fn data_survives_a_restart_and_sigterm_is_clean(t: &str) {
     pa.login(a);
 }
 
+#[test]
+fn a_server_that_cannot_start_says_why_once_and_fails() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("no such dir").join("chat.db");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .args(["--listen", "127.0.0.1:0", "--store"])
+        .arg(format!("sqlite:{}", missing.display()))
+        .env_remove("CHAT_CONFIG")
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("chat-server runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: "), "{stderr}");
+    assert!(last.contains(&missing.display().to_string()), "{stderr}");
+    assert_eq!(
+        last.matches("unable to open database file:").count(),
+        1,
+        "each cause once: {stderr}"
+    );
+}
+
 /// Runs every test above on one transport, in a module named after it.
 macro_rules! transports {
     ($($transport:ident),*) => {
