@@ -64,6 +64,10 @@ fn start() -> Result<()> {
 
 async fn run(settings: Settings) -> Result<()> {
     ensure_built_in(&settings)?;
+    // The port first: a server that cannot listen should say so before it
+    // creates a database or joins the cluster.
+    let listener = std::net::TcpListener::bind(settings.listen)
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let store = open_store(&settings).await?;
     let bus = open_bus(&settings).await?;
     let service = ChatService::new(
@@ -84,9 +88,9 @@ async fn run(settings: Settings) -> Result<()> {
 
     match settings.transport {
         #[cfg(feature = "net-tokio")]
-        Transport::Tokio => serve_tokio(&settings, service.clone(), shutdown).await?,
+        Transport::Tokio => serve_tokio(listener, &settings, service.clone(), shutdown).await?,
         #[cfg(feature = "net-mio")]
-        Transport::Mio => serve_mio(&settings, service.clone(), shutdown).await?,
+        Transport::Mio => serve_mio(listener, &settings, service.clone(), shutdown).await?,
         #[allow(unreachable_patterns)]
         other => bail!("this chat-server was built without the {other:?} transport: rebuild with its cargo feature"),
     }
@@ -101,12 +105,11 @@ async fn run(settings: Settings) -> Result<()> {
 
 #[cfg(feature = "net-mio")]
 async fn serve_mio(
+    listener: std::net::TcpListener,
     settings: &Settings,
     service: ChatService,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let listener = std::net::TcpListener::bind(settings.listen)
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let config = chat_net_mio::TransportConfig {
         max_frame: settings.max_frame,
         outbound_queue: settings.outbound_queue,
@@ -128,13 +131,16 @@ async fn serve_mio(
 
 #[cfg(feature = "net-tokio")]
 async fn serve_tokio(
+    listener: std::net::TcpListener,
     settings: &Settings,
     service: ChatService,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    listener
+        .set_nonblocking(true)
+        .context("cannot make the listener non-blocking")?;
+    let listener =
+        tokio::net::TcpListener::from_std(listener).context("cannot watch the listener")?;
     let addr = listener.local_addr().context("listener has no address")?;
     info!(%addr, server_id = %settings.server_id, transport = "tokio", "listening");
     let config = chat_net_tokio::TransportConfig {

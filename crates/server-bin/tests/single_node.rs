@@ -358,6 +358,27 @@ fn a_server_that_cannot_start_says_why_once_and_fails() {
     );
 }
 
+#[test]
+fn a_taken_port_is_said_before_any_data_is_created() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let addr = taken.local_addr().expect("its address");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("chat.db");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .args(["--listen", &addr.to_string(), "--store"])
+        .arg(format!("sqlite:{}", db.display()))
+        .env_remove("CHAT_CONFIG")
+        .output()
+        .expect("chat-server runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with(&format!("error: cannot listen on {addr}")),
+        "{stderr}"
+    );
+    assert!(!db.exists(), "no store was created");
+}
+
 /// Runs every test above on one transport, in a module named after it.
 macro_rules! transports {
     ($($transport:ident),*) => {
