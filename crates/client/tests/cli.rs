@@ -224,6 +224,7 @@ async fn a_lost_connection_is_told_and_reconnected() {
         "connected to",
         "logged in as 张三 (12)",
         "connection lost: the server closed the connection; reconnecting in",
+        "no reply: the connection ended before it came",
         "reconnected to",
         "you are logged out: /login <id> <password> again",
         "logged in as 张三 (12)",

@@ -230,9 +230,9 @@ impl Session {
             }
         }
         if !matches!(self.link, Link::Up(_)) {
-            // The connection ended before the reply came; the person was
-            // told so when it was lost.
-            self.failures += 1;
+            // The loss itself was told when it happened; this says which
+            // command it cost, so that every failure counted has a line.
+            self.failed("no reply: the connection ended before it came");
         }
     }
 
