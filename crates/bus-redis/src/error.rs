@@ -13,7 +13,7 @@ pub enum RedisBusError {
     Config(String),
     /// Redis could not be reached within the command timeout, or it
     /// answered with an error.
-    #[error("Redis: {0}")]
+    #[error("Redis: {}", readable(.0))]
     Redis(#[from] fred::error::Error),
     /// Redis answered something this bus cannot have asked for.
     #[error("unexpected reply from Redis: {0}")]
@@ -41,8 +41,44 @@ pub enum RedisBusError {
     NotStartable,
 }
 
+/// The client's error as a person should read it. The client keeps an
+/// I/O error only as its debug form (`Os { code: 111, kind:
+/// ConnectionRefused, message: "Connection refused" }`); its message is
+/// what says what happened.
+fn readable(error: &fred::error::Error) -> String {
+    let details = error.details();
+    if *error.kind() == fred::error::ErrorKind::IO {
+        let message = details
+            .split_once("message: \"")
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(message, _)| message);
+        if let Some(message) = message {
+            return format!("I/O error: {message}");
+        }
+    }
+    error.to_string()
+}
+
 impl From<RedisBusError> for BusError {
     fn from(err: RedisBusError) -> BusError {
         BusError::backend(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_failure_reads_as_its_message() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let os = std::io::Error::from_raw_os_error(111);
+        let error = RedisBusError::from(fred::error::Error::from(os));
+        let text = error.to_string();
+        assert!(text.starts_with("Redis: I/O error: "), "{text}");
+        assert!(!text.contains("Os {"), "{text}");
+        // Without a message in its debug form, the client's own text.
+        let error = RedisBusError::from(fred::error::Error::from(refused));
+        assert!(error.to_string().starts_with("Redis: "), "{error}");
     }
 }
