@@ -13,8 +13,10 @@ pub enum RedisBusError {
     Config(String),
     /// Redis could not be reached within the command timeout, or it
     /// answered with an error.
+    ///
+    /// Not given as the source: the message already says all of it.
     #[error("Redis: {}", readable(.0))]
-    Redis(#[from] fred::error::Error),
+    Redis(fred::error::Error),
     /// Redis answered something this bus cannot have asked for.
     #[error("unexpected reply from Redis: {0}")]
     Reply(String),
@@ -57,6 +59,12 @@ fn readable(error: &fred::error::Error) -> String {
         }
     }
     error.to_string()
+}
+
+impl From<fred::error::Error> for RedisBusError {
+    fn from(error: fred::error::Error) -> RedisBusError {
+        RedisBusError::Redis(error)
+    }
 }
 
 impl From<RedisBusError> for BusError {
