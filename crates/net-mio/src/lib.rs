@@ -45,6 +45,8 @@ const LISTENER: Token = Token(1);
 const SCRATCH_BYTES: usize = 64 * 1024;
 /// Output gathered from the queue before a write is attempted.
 const WRITE_BATCH: usize = 64 * 1024;
+/// How long a connection closed for unreadable input goes on reading.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// Limits and threads of the transport.
 #[derive(Debug, Clone)]
@@ -318,6 +320,11 @@ struct Conn {
     closing: bool,
     /// The task has sent its last message: close when all is written.
     finished: bool,
+    /// The client sent something unreadable and may still be sending: after
+    /// the last write, read and drop its input until it closes its side.
+    linger_at_close: bool,
+    /// Reading and dropping input until the client closes, or until then.
+    lingering: Option<Instant>,
 }
 
 struct IoLoop {
@@ -479,6 +486,8 @@ impl IoLoop {
                 last_heard: Instant::now(),
                 closing: false,
                 finished: false,
+                linger_at_close: false,
+                lingering: None,
             },
         );
     }
@@ -487,6 +496,9 @@ impl IoLoop {
         let Some(conn) = self.connections.get_mut(&token) else {
             return;
         };
+        if conn.lingering.is_some() {
+            return self.drain(token);
+        }
         if conn.paused || conn.closing {
             return;
         }
@@ -562,7 +574,18 @@ impl IoLoop {
             }
         }
         if conn.finished && conn.output.is_empty() {
-            return self.close(token, "session ended");
+            if !conn.linger_at_close {
+                return self.close(token, "session ended");
+            }
+            // See `net-tokio`'s `linger`: closing with unread input resets
+            // the connection, and a client that fails on the reset may
+            // never read the error reply.
+            conn.linger_at_close = false;
+            conn.finished = false;
+            conn.lingering = Some(Instant::now() + LINGER);
+            let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+            self.update_interest(token);
+            return self.drain(token);
         }
         // All written: an idle connection keeps no output buffer.
         if conn.output.is_empty() && conn.output.capacity() > 0 {
@@ -579,7 +602,7 @@ impl IoLoop {
             return;
         };
         let want_write = !conn.output.is_empty();
-        let want_read = !conn.paused && !conn.closing;
+        let want_read = (!conn.paused && !conn.closing) || conn.lingering.is_some();
         let interest = match (want_read, want_write) {
             (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
             (true, false) => Some(Interest::READABLE),
@@ -599,12 +622,33 @@ impl IoLoop {
         }
     }
 
+    /// Reads and drops what a lingering connection's client sends; closes
+    /// it when the client has closed its side.
+    fn drain(&mut self, token: Token) {
+        let Some(conn) = self.connections.get_mut(&token) else {
+            return;
+        };
+        loop {
+            match conn.stream.read(&mut self.scratch) {
+                Ok(0) => return self.close(token, "unreadable input"),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.close(token, "unreadable input"),
+            }
+        }
+    }
+
     fn close_idle(&mut self) {
         let limit = self.config.idle_timeout;
+        let now = Instant::now();
         let idle: Vec<Token> = self
             .connections
             .iter()
-            .filter(|(_, c)| c.last_heard.elapsed() > limit && !c.paused)
+            .filter(|(_, c)| {
+                let lingered = c.lingering.is_some_and(|until| now >= until);
+                lingered || (c.last_heard.elapsed() > limit && !c.paused)
+            })
             .map(|(t, _)| *t)
             .collect();
         for token in idle {
@@ -649,6 +693,7 @@ fn decode(conn: &mut Conn) -> Option<&'static str> {
                 // The task sends the reply after the earlier ones, then
                 // closes the connection: stop reading until it does.
                 conn.closing = true;
+                conn.linger_at_close = true;
                 conn.input.clear();
                 if let Some(requests) = conn.requests.take() {
                     conn.in_flight.fetch_add(1, Ordering::AcqRel);

@@ -215,7 +215,7 @@ impl ConnectionTask {
 
         let mut connection = self.service.connect(outbound.clone());
         let end = self
-            .read_loop(reader, &mut connection, &outbound, &format)
+            .read_loop(&reader, &mut connection, &outbound, &format)
             .await;
         debug!(reason = end, "connection ends");
         Box::pin(connection.close()).await;
@@ -225,11 +225,14 @@ impl ConnectionTask {
         self.token.cancel();
         drop(outbound);
         let _ = writing.await;
+        if end == UNREADABLE {
+            linger(&reader).await;
+        }
     }
 
     async fn read_loop(
         &self,
-        reader: OwnedReadHalf,
+        reader: &OwnedReadHalf,
         connection: &mut Connection,
         outbound: &Arc<QueueOutbound>,
         format: &OnceLock<Format>,
@@ -245,7 +248,7 @@ impl ConnectionTask {
                     Ok(Ok(())) => {}
                 },
             }
-            match read_into(&reader, &mut buf) {
+            match read_into(reader, &mut buf) {
                 Ok(0) => return "closed by the client",
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -267,7 +270,7 @@ impl ConnectionTask {
                     Incoming::Fatal(reply) => {
                         warn!(?reply, "unreadable input: closing the connection");
                         outbound.send(reply);
-                        return "unreadable input";
+                        return UNREADABLE;
                     }
                 }
                 if self.token.is_cancelled() {
@@ -279,6 +282,37 @@ impl ConnectionTask {
             }
         }
     }
+}
+
+/// Why a connection ends when its client sent what cannot be read.
+const UNREADABLE: &str = "unreadable input";
+
+/// How long a connection closed for unreadable input goes on reading.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Reads and drops what the client still sends, until it closes its side
+/// or [`LINGER`] has passed, after the error reply and our side's close.
+///
+/// A client that sent something unreadable is often still sending (a file
+/// sent to the wrong port). Closing a socket with unread input resets the
+/// connection, and a client whose next write fails on the reset (`nc`, for
+/// one) gives up before it reads the error reply that explains why.
+async fn linger(reader: &OwnedReadHalf) {
+    let drain = async {
+        loop {
+            if reader.readable().await.is_err() {
+                return;
+            }
+            let read = SCRATCH.with(|scratch| reader.try_read(&mut scratch.borrow_mut()));
+            match read {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 /// Reads what the socket has through the scratch buffer, keeping only the
