@@ -631,6 +631,12 @@ impl IoLoop {
         loop {
             match conn.stream.read(&mut self.scratch) {
                 Ok(0) => return self.close(token, "unreadable input"),
+                // A client that sends as fast as it is read must not keep
+                // this loop, and every other connection on it, past the
+                // deadline.
+                Ok(_) if conn.lingering.is_some_and(|until| Instant::now() >= until) => {
+                    return self.close(token, "unreadable input")
+                }
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -226,7 +226,9 @@ impl ConnectionTask {
         drop(outbound);
         let _ = writing.await;
         if end == UNREADABLE {
-            linger(&reader).await;
+            // Boxed: held inline, its timer and readiness futures would be
+            // part of every connection's task, idle or not.
+            Box::pin(linger(&reader)).await;
         }
     }
 
