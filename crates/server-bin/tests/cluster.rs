@@ -86,6 +86,20 @@ fn clients_behind_nginx_chat_across_servers_and_offline() {
     let login = pc.login(c);
     let texts: Vec<&str> = login.offline.iter().map(|d| text(d)).collect();
     assert_eq!(texts, ["hi team", "while you were out"]);
+
+    // A one-shot script (`printf ... | nc -q1`) shuts down its sending side
+    // right after its request: nginx must pass the half-close on and wait
+    // for the reply rather than end the session.
+    let mut x = nginx.connect(Framing::Stream);
+    x.send(&Request::Register {
+        name: "d".into(),
+        password: "pw".into(),
+    });
+    x.stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    assert!(matches!(x.recv(), ServerMsg::RegAck(Ok(_))));
+    assert!(x.recv_payload().is_none(), "then the close");
 }
 
 #[test]

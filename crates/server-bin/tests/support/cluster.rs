@@ -229,7 +229,7 @@ impl Nginx {
              events {{ worker_connections 1024; }}\n\
              stream {{\n    upstream chat {{\n{servers}    }}\n\
              \x20   server {{\n        listen 127.0.0.1:{port};\n        proxy_pass chat;\n\
-             \x20       proxy_connect_timeout 1s;\n        proxy_timeout 5m;\n    }}\n}}\n",
+             \x20       proxy_connect_timeout 1s;\n        proxy_timeout 5m;\n        proxy_half_close on;\n    }}\n}}\n",
             dir = dir.path().display()
         );
         let conf = dir.path().join("nginx.conf");
