@@ -271,6 +271,9 @@ struct MioOutbound {
     owner: LoopHandle,
     /// An `Output` command is on its way: do not send another.
     signalled: Arc<AtomicBool>,
+    /// The queue overflowed and the close is asked for: once is enough,
+    /// however many more messages come before it happens.
+    overflowed: AtomicBool,
     peer: SocketAddr,
 }
 
@@ -284,8 +287,10 @@ impl Outbound for MioOutbound {
                 true
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
-                warn!(peer = %self.peer, "client does not read its messages: disconnecting it");
-                self.owner.send(Command::Close(self.token));
+                if !self.overflowed.swap(true, Ordering::AcqRel) {
+                    warn!(peer = %self.peer, "client does not read its messages: disconnecting it");
+                    self.owner.send(Command::Close(self.token));
+                }
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -435,6 +440,7 @@ impl IoLoop {
             token,
             owner: self.handle.clone(),
             signalled: signalled.clone(),
+            overflowed: AtomicBool::new(false),
             peer,
         });
         let (requests, mut inbox) = mpsc::unbounded_channel::<Work>();
@@ -691,7 +697,9 @@ fn decode(conn: &mut Conn) -> Option<&'static str> {
         let work = match incoming {
             Incoming::Request(request) => Work::Request(request),
             Incoming::Refused(reply) => {
-                warn!(peer = %conn.peer, ?reply, "malformed request");
+                // The client is told; a log line per bad frame would let
+                // one client fill the disk.
+                debug!(peer = %conn.peer, ?reply, "malformed request");
                 Work::Reply(reply)
             }
             Incoming::Fatal(reply) => {

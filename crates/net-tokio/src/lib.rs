@@ -164,6 +164,9 @@ impl Outbound for QueueOutbound {
             return false;
         }
         if state.msgs.len() >= self.limit {
+            // Nothing more is taken: the connection is closing, and the
+            // warning is said once.
+            state.closed = true;
             drop(state);
             warn!(peer = %self.peer, "client does not read its messages: disconnecting it");
             self.token.cancel();
@@ -266,7 +269,9 @@ impl ConnectionTask {
                     // of every idle connection's task for its whole life.
                     Incoming::Request(request) => Box::pin(connection.handle(request)).await,
                     Incoming::Refused(reply) => {
-                        warn!(?reply, "malformed request");
+                        // The client is told; a log line per bad frame
+                        // would let one client fill the disk.
+                        debug!(?reply, "malformed request");
                         outbound.send(reply);
                     }
                     Incoming::Fatal(reply) => {

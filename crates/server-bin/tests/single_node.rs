@@ -302,6 +302,14 @@ fn a_client_that_stops_reading_is_cut_off_and_its_messages_kept(t: &str) {
         .last()
         .expect("messages after the cut-off were kept");
     assert_eq!(delivered_text(&ServerMsg::Deliver(last.clone())), "last");
+    // Said once, however many messages found the queue full before the
+    // close.
+    let warnings = server
+        .log()
+        .iter()
+        .filter(|line| line.contains("does not read its messages"))
+        .count();
+    assert_eq!(warnings, 1, "{:#?}", server.log());
 }
 
 fn data_survives_a_restart_and_sigterm_is_clean(t: &str) {
