@@ -64,12 +64,12 @@ fn start() -> Result<()> {
 
 async fn run(settings: Settings) -> Result<()> {
     ensure_built_in(&settings)?;
-    // The port first: a server that cannot listen should say so before it
-    // creates a database or joins the cluster.
+    // The port first, then the bus, then the store: a server that cannot
+    // listen or reach Redis should say so before it creates a database.
     let listener = std::net::TcpListener::bind(settings.listen)
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
-    let store = open_store(&settings).await?;
     let bus = open_bus(&settings).await?;
+    let store = open_store(&settings).await?;
     let service = ChatService::new(
         store.clone(),
         bus.clone(),

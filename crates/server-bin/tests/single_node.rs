@@ -387,6 +387,35 @@ fn a_taken_port_is_said_before_any_data_is_created() {
     assert!(!db.exists(), "no store was created");
 }
 
+#[test]
+fn an_unreachable_redis_is_said_before_any_data_is_created() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a port, closed again at once");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("chat.db");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
+        .args(["--listen", "127.0.0.1:0", "--bus"])
+        .arg(format!("redis://{closed}"))
+        .arg("--store")
+        .arg(format!("sqlite:{}", db.display()))
+        .env_remove("CHAT_CONFIG")
+        .output()
+        .expect("chat-server runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: cannot connect to Redis"),
+        "{stderr}"
+    );
+    assert!(
+        !last.contains("Os {"),
+        "readable, not debug output: {stderr}"
+    );
+    assert!(!db.exists(), "no store was created");
+}
+
 /// Runs every test above on one transport, in a module named after it.
 macro_rules! transports {
     ($($transport:ident),*) => {
