@@ -45,7 +45,28 @@ fn report(error: &anyhow::Error) -> String {
         }
         text.push_str(&message);
     }
-    text
+    // The MariaDB client's own messages repeat a level too ("Input/output
+    // error: Input/output error: …").
+    let mut parts: Vec<&str> = text.split(": ").collect();
+    parts.dedup();
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::report;
+
+    #[test]
+    fn a_report_says_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error = anyhow::Error::new(io)
+            .context("Input/output error: Input/output error: refused")
+            .context("cannot connect to MariaDB");
+        assert_eq!(
+            report(&error),
+            "cannot connect to MariaDB: Input/output error: refused"
+        );
+    }
 }
 
 fn start() -> Result<()> {
