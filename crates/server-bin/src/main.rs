@@ -52,23 +52,6 @@ fn report(error: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::report;
-
-    #[test]
-    fn a_report_says_each_cause_once() {
-        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        let error = anyhow::Error::new(io)
-            .context("Input/output error: Input/output error: refused")
-            .context("cannot connect to MariaDB");
-        assert_eq!(
-            report(&error),
-            "cannot connect to MariaDB: Input/output error: refused"
-        );
-    }
-}
-
 fn start() -> Result<()> {
     let settings = Settings::load(Args::parse())?;
     tracing_subscriber::fmt()
@@ -273,4 +256,21 @@ async fn stop_on_signal(shutdown: CancellationToken) {
         _ = terminate => info!("SIGTERM: shutting down"),
     }
     shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::report;
+
+    #[test]
+    fn a_report_says_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error = anyhow::Error::new(io)
+            .context("Input/output error: Input/output error: refused")
+            .context("cannot connect to MariaDB");
+        assert_eq!(
+            report(&error),
+            "cannot connect to MariaDB: Input/output error: refused"
+        );
+    }
 }

@@ -343,19 +343,27 @@ fn data_survives_a_restart_and_sigterm_is_clean(t: &str) {
     pa.login(a);
 }
 
-#[test]
-fn a_server_that_cannot_start_says_why_once_and_fails() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let missing = dir.path().join("no such dir").join("chat.db");
+/// Runs `chat-server` with `args` and the SQLite store `db`, which must
+/// fail to start; its standard error.
+fn fails_to_start(args: &[&str], db: &std::path::Path) -> String {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
-        .args(["--listen", "127.0.0.1:0", "--store"])
-        .arg(format!("sqlite:{}", missing.display()))
+        .args(args)
+        .arg("--store")
+        .arg(format!("sqlite:{}", db.display()))
         .env_remove("CHAT_CONFIG")
         .env_remove("RUST_BACKTRACE")
         .output()
         .expect("chat-server runs");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "it started: {stderr}");
+    stderr
+}
+
+#[test]
+fn a_server_that_cannot_start_says_why_once_and_fails() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let missing = dir.path().join("no such dir").join("chat.db");
+    let stderr = fails_to_start(&["--listen", "127.0.0.1:0"], &missing);
     let last = stderr.lines().last().unwrap_or_default();
     assert!(last.starts_with("error: "), "{stderr}");
     assert!(last.contains(&missing.display().to_string()), "{stderr}");
@@ -369,17 +377,10 @@ fn a_server_that_cannot_start_says_why_once_and_fails() {
 #[test]
 fn a_taken_port_is_said_before_any_data_is_created() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
-    let addr = taken.local_addr().expect("its address");
+    let addr = taken.local_addr().expect("its address").to_string();
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("chat.db");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
-        .args(["--listen", &addr.to_string(), "--store"])
-        .arg(format!("sqlite:{}", db.display()))
-        .env_remove("CHAT_CONFIG")
-        .output()
-        .expect("chat-server runs");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = fails_to_start(&["--listen", &addr], &db);
     assert!(
         stderr.starts_with(&format!("error: cannot listen on {addr}")),
         "{stderr}"
@@ -394,16 +395,8 @@ fn an_unreachable_redis_is_said_before_any_data_is_created() {
         .expect("a port, closed again at once");
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("chat.db");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
-        .args(["--listen", "127.0.0.1:0", "--bus"])
-        .arg(format!("redis://{closed}"))
-        .arg("--store")
-        .arg(format!("sqlite:{}", db.display()))
-        .env_remove("CHAT_CONFIG")
-        .output()
-        .expect("chat-server runs");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let bus = format!("redis://{closed}");
+    let stderr = fails_to_start(&["--listen", "127.0.0.1:0", "--bus", &bus], &db);
     let last = stderr.lines().last().unwrap_or_default();
     assert!(
         last.starts_with("error: cannot connect to Redis"),
