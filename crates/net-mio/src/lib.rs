@@ -29,7 +29,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use chat_proto::{DeliveryCache, Format, Incoming, Request, ServerMsg, ServerWire};
+use chat_proto::{
+    DeliveryCache, Format, Incoming, Request, ServerMsg, ServerWire, LINGER_AFTER_UNREADABLE,
+};
 use chat_service::{ChatService, Outbound};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -45,8 +47,6 @@ const LISTENER: Token = Token(1);
 const SCRATCH_BYTES: usize = 64 * 1024;
 /// Output gathered from the queue before a write is attempted.
 const WRITE_BATCH: usize = 64 * 1024;
-/// How long a connection closed for unreadable input goes on reading.
-const LINGER: Duration = Duration::from_secs(2);
 
 /// Limits and threads of the transport.
 #[derive(Debug, Clone)]
@@ -321,15 +321,31 @@ struct Conn {
     paused: bool,
     writable_interest: bool,
     last_heard: Instant,
-    /// Set once the connection must close after flushing what is queued.
-    closing: bool,
-    /// The task has sent its last message: close when all is written.
-    finished: bool,
-    /// The client sent something unreadable and may still be sending: after
-    /// the last write, read and drop its input until it closes its side.
-    linger_at_close: bool,
-    /// Reading and dropping input until the client closes, or until then.
-    lingering: Option<Instant>,
+    /// Where the connection is on its way to the close.
+    phase: Phase,
+}
+
+/// How a connection ends, in order: no more reading once its end is known,
+/// the task's last replies written, then (after unreadable input) the
+/// client's remaining bytes read and dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Open,
+    /// The client half-closed or sent something unreadable (`linger`); the
+    /// task still answers what came before.
+    Ending {
+        linger: bool,
+    },
+    /// The task has sent its last message: close, or linger, once all is
+    /// written.
+    Flushing {
+        linger: bool,
+    },
+    /// Our side is shut down; the client's input is dropped until it
+    /// closes, or until then ([`LINGER_AFTER_UNREADABLE`] says why).
+    Lingering {
+        until: Instant,
+    },
 }
 
 struct IoLoop {
@@ -414,7 +430,11 @@ impl IoLoop {
                 Command::Close(token) => self.close(token, "closed by the server"),
                 Command::Finished(token) => {
                     if let Some(conn) = self.connections.get_mut(&token) {
-                        conn.finished = true;
+                        conn.phase = match conn.phase {
+                            Phase::Ending { linger } => Phase::Flushing { linger },
+                            Phase::Open => Phase::Flushing { linger: false },
+                            later => later,
+                        };
                     }
                     self.flush(token);
                 }
@@ -490,10 +510,7 @@ impl IoLoop {
                 paused: false,
                 writable_interest: false,
                 last_heard: Instant::now(),
-                closing: false,
-                finished: false,
-                linger_at_close: false,
-                lingering: None,
+                phase: Phase::Open,
             },
         );
     }
@@ -502,11 +519,10 @@ impl IoLoop {
         let Some(conn) = self.connections.get_mut(&token) else {
             return;
         };
-        if conn.lingering.is_some() {
-            return self.drain(token);
-        }
-        if conn.paused || conn.closing {
-            return;
+        match conn.phase {
+            Phase::Lingering { .. } => return self.drain(token),
+            Phase::Open if !conn.paused => {}
+            _ => return,
         }
         let mut end = None;
         loop {
@@ -516,11 +532,9 @@ impl IoLoop {
                     // (`nc -q1`, a script piped in): it still waits for the
                     // replies to what it sent. The task answers those, logs
                     // out and then asks for the close.
-                    conn.closing = true;
+                    conn.phase = Phase::Ending { linger: false };
                     conn.input.clear();
-                    if conn.requests.take().is_none() {
-                        end = Some("closed by the client");
-                    }
+                    conn.requests.take();
                     break;
                 }
                 Ok(n) => {
@@ -530,7 +544,7 @@ impl IoLoop {
                         end = Some(reason);
                         break;
                     }
-                    if conn.paused || conn.closing {
+                    if conn.paused || conn.phase != Phase::Open {
                         break;
                     }
                 }
@@ -545,7 +559,7 @@ impl IoLoop {
         if conn.input.is_empty() && conn.input.capacity() > 0 {
             conn.input = BytesMut::new();
         }
-        let stop_reading = conn.paused || conn.closing;
+        let stop_reading = conn.paused || conn.phase != Phase::Open;
         match end {
             Some(reason) => self.close(token, reason),
             None if stop_reading => self.update_interest(token),
@@ -579,16 +593,13 @@ impl IoLoop {
                 Err(_) => return self.close(token, "write error"),
             }
         }
-        if conn.finished && conn.output.is_empty() {
-            if !conn.linger_at_close {
+        if let (Phase::Flushing { linger }, true) = (conn.phase, conn.output.is_empty()) {
+            if !linger {
                 return self.close(token, "session ended");
             }
-            // See `net-tokio`'s `linger`: closing with unread input resets
-            // the connection, and a client that fails on the reset may
-            // never read the error reply.
-            conn.linger_at_close = false;
-            conn.finished = false;
-            conn.lingering = Some(Instant::now() + LINGER);
+            conn.phase = Phase::Lingering {
+                until: Instant::now() + LINGER_AFTER_UNREADABLE,
+            };
             let _ = conn.stream.shutdown(std::net::Shutdown::Write);
             self.update_interest(token);
             return self.drain(token);
@@ -608,7 +619,11 @@ impl IoLoop {
             return;
         };
         let want_write = !conn.output.is_empty();
-        let want_read = (!conn.paused && !conn.closing) || conn.lingering.is_some();
+        let want_read = match conn.phase {
+            Phase::Open => !conn.paused,
+            Phase::Lingering { .. } => true,
+            Phase::Ending { .. } | Phase::Flushing { .. } => false,
+        };
         let interest = match (want_read, want_write) {
             (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
             (true, false) => Some(Interest::READABLE),
@@ -640,7 +655,7 @@ impl IoLoop {
                 // A client that sends as fast as it is read must not keep
                 // this loop, and every other connection on it, past the
                 // deadline.
-                Ok(_) if conn.lingering.is_some_and(|until| Instant::now() >= until) => {
+                Ok(_) if lingered(conn.phase, Instant::now()) => {
                     return self.close(token, "unreadable input")
                 }
                 Ok(_) => {}
@@ -658,8 +673,7 @@ impl IoLoop {
             .connections
             .iter()
             .filter(|(_, c)| {
-                let lingered = c.lingering.is_some_and(|until| now >= until);
-                lingered || (c.last_heard.elapsed() > limit && !c.paused)
+                lingered(c.phase, now) || (c.last_heard.elapsed() > limit && !c.paused)
             })
             .map(|(t, _)| *t)
             .collect();
@@ -687,6 +701,11 @@ impl IoLoop {
     }
 }
 
+/// Whether a lingering connection's time is up.
+fn lingered(phase: Phase, now: Instant) -> bool {
+    matches!(phase, Phase::Lingering { until } if now >= until)
+}
+
 /// Hands every complete request in the connection's input to its task.
 /// Returns why the connection must close at once, if it must.
 fn decode(conn: &mut Conn) -> Option<&'static str> {
@@ -706,8 +725,7 @@ fn decode(conn: &mut Conn) -> Option<&'static str> {
                 warn!(peer = %conn.peer, ?reply, "unreadable input: closing the connection");
                 // The task sends the reply after the earlier ones, then
                 // closes the connection: stop reading until it does.
-                conn.closing = true;
-                conn.linger_at_close = true;
+                conn.phase = Phase::Ending { linger: true };
                 conn.input.clear();
                 if let Some(requests) = conn.requests.take() {
                     conn.in_flight.fetch_add(1, Ordering::AcqRel);

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use chat_proto::{DeliveryCache, Format, Incoming, ServerMsg, ServerWire};
+use chat_proto::{DeliveryCache, Format, Incoming, ServerMsg, ServerWire, LINGER_AFTER_UNREADABLE};
 use chat_service::{ChatService, Connection, Outbound};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -294,16 +294,9 @@ impl ConnectionTask {
 /// Why a connection ends when its client sent what cannot be read.
 const UNREADABLE: &str = "unreadable input";
 
-/// How long a connection closed for unreadable input goes on reading.
-const LINGER: Duration = Duration::from_secs(2);
-
 /// Reads and drops what the client still sends, until it closes its side
-/// or [`LINGER`] has passed, after the error reply and our side's close.
-///
-/// A client that sent something unreadable is often still sending (a file
-/// sent to the wrong port). Closing a socket with unread input resets the
-/// connection, and a client whose next write fails on the reset (`nc`, for
-/// one) gives up before it reads the error reply that explains why.
+/// or [`LINGER_AFTER_UNREADABLE`] has passed (which says why), after the
+/// error reply and our side's close.
 async fn linger(reader: &OwnedReadHalf) {
     let drain = async {
         loop {
@@ -319,7 +312,7 @@ async fn linger(reader: &OwnedReadHalf) {
             }
         }
     };
-    let _ = tokio::time::timeout(LINGER, drain).await;
+    let _ = tokio::time::timeout(LINGER_AFTER_UNREADABLE, drain).await;
 }
 
 /// Reads what the socket has through the scratch buffer, keeping only the

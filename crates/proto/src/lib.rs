@@ -65,4 +65,4 @@ pub use codec::{Codec, DecodeError, JsonCodec};
 pub use frame::{encode_frame, FrameDecoder, FrameError, Framing};
 pub use message::*;
 pub use protobuf::ProtobufCodec;
-pub use wire::{CodecKind, DeliveryCache, Format, Incoming, ServerWire};
+pub use wire::{CodecKind, DeliveryCache, Format, Incoming, ServerWire, LINGER_AFTER_UNREADABLE};

@@ -7,6 +7,7 @@
 //! so the tokio and mio transports behave alike byte for byte.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 
@@ -129,6 +130,13 @@ pub enum Incoming {
     /// An error reply after which the connection must be closed.
     Fatal(ServerMsg),
 }
+
+/// After [`Incoming::Fatal`], how long a transport goes on reading and
+/// dropping what the client still sends, once the reply is written and
+/// its own side shut down, before it closes. Closing at once over unread
+/// input resets the connection, and a client still sending (a file sent
+/// to the wrong port, `nc`) fails on the reset before it reads the error.
+pub const LINGER_AFTER_UNREADABLE: Duration = Duration::from_secs(2);
 
 /// The protocol side of one server connection.
 #[derive(Debug)]
