@@ -45,19 +45,26 @@ pub(crate) async fn hash(cost: PasswordCost, password: String) -> Result<String,
 
 /// Whether `password` matches the PHC string `stored`.
 pub(crate) async fn verify(password: String, stored: String) -> bool {
-    if is_cheap(&stored) {
+    let Some(hash) = parse(&stored) else {
+        return false;
+    };
+    if is_cheap(&hash) {
         // A few microseconds of work: handing it to a blocking thread
         // costs more than that in wake-ups and context switches.
-        return matches(&password, &stored);
+        return matches(&password, &hash);
     }
-    blocking(move || matches(&password, &stored))
+    blocking(move || matches(&password, &hash))
         .await
         .unwrap_or(false)
 }
 
-fn matches(password: &str, stored: &str) -> bool {
+fn parse(stored: &str) -> Option<PasswordHash> {
+    PasswordHash::new(stored).ok()
+}
+
+fn matches(password: &str, hash: &PasswordHash) -> bool {
     Argon2::default()
-        .verify_password(password.as_bytes(), stored)
+        .verify_password(password.as_bytes(), hash)
         .is_ok()
 }
 
@@ -66,15 +73,11 @@ fn matches(password: &str, stored: &str) -> bool {
 /// machine; the standard cost is thousands of times more.
 const INLINE_WORK: u64 = 64;
 
-/// Whether checking against `stored` is cheap enough to do on the async
+/// Whether checking against `hash` is cheap enough to do on the async
 /// thread that asks for it.
-fn is_cheap(stored: &str) -> bool {
-    PasswordHash::new(stored)
-        .ok()
-        .and_then(|hash| Params::try_from(&hash).ok())
-        .is_some_and(|params| {
-            u64::from(params.m_cost()) * u64::from(params.t_cost()) <= INLINE_WORK
-        })
+fn is_cheap(hash: &PasswordHash) -> bool {
+    Params::try_from(hash)
+        .is_ok_and(|params| u64::from(params.m_cost()) * u64::from(params.t_cost()) <= INLINE_WORK)
 }
 
 async fn blocking<T: Send + 'static>(
@@ -104,10 +107,11 @@ mod tests {
     #[tokio::test]
     async fn only_the_fast_cost_is_checked_on_the_calling_thread() {
         let fast = hash(PasswordCost::Fast, "pw".into()).await.expect("hashes");
-        assert!(is_cheap(&fast), "{fast}");
+        let cheap = |stored: &str| parse(stored).is_some_and(|h| is_cheap(&h));
+        assert!(cheap(&fast), "{fast}");
         // The standard cost's parameters, without spending 40 ms on a hash.
         let standard = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaC8rPQ";
-        assert!(!is_cheap(standard));
-        assert!(!is_cheap("not a hash"));
+        assert!(!cheap(standard));
+        assert!(!cheap("not a hash"));
     }
 }
